@@ -1,0 +1,209 @@
+"""Training data: loading, deterministic sampling, duplicate-free batches, collation.
+
+    pytest tests/test_data.py
+
+Each epoch, example ``i`` draws one positive and ``k`` negatives from ``rng(seed, epoch, i)``, so any process
+(or a resumed run) reproduces the same draw without shared state. ``UniqueBatchSampler`` builds *global*
+batches (all processes together) in which no passage text occurs twice and no example's positive appears as
+another example's passage (a false in-batch negative); each process takes its slice of every global batch.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from trainer.data.schema import Example, LoadReport, iter_jsonl, iter_records
+
+
+def load_examples(files: Sequence[str], fmt: str = "jsonl", on_error: str = "raise",
+                  max_rows: Optional[int] = None, streaming: bool = False) -> tuple[list[Example], LoadReport]:
+    """Read and validate every row of ``files`` (JSONL, or json/parquet through Hugging Face datasets)."""
+    report = LoadReport()
+    examples: list[Example] = []
+    for file in files:
+        if fmt == "jsonl":
+            rows = iter_jsonl(file, on_error, report)
+        elif fmt == "hf":
+            import datasets  # heavy import, only when asked for
+
+            builder = "parquet" if str(file).endswith(".parquet") else "json"
+            ds = datasets.load_dataset(builder, data_files=str(file), split="train", streaming=streaming)
+            rows = iter_records(ds, str(file), on_error, report)
+        else:
+            raise ValueError(f"data.format must be jsonl or hf, got {fmt!r}")
+        for example in rows:
+            examples.append(example)
+            if max_rows is not None and len(examples) >= max_rows:
+                return examples, report
+    if not examples:
+        raise ValueError(f"no usable training rows in {list(files)} ({report.summary()})")
+    return examples, report
+
+
+def text_id(text: str) -> int:
+    """A stable 63-bit id of a text (equal on every process, unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+
+
+@dataclass
+class Sample:
+    index: int
+    query: str
+    passages: list[str]  # [positive, negative_1, ..., negative_k]
+    task: Optional[str]
+    instruction: Optional[str]
+    scores: Optional[list[float]]  # teacher scores of ``passages`` when the data carries them
+
+
+class ContrastiveDataset(torch.utils.data.Dataset):
+    """Map-style dataset; ``set_epoch`` changes which positive and negatives each example draws."""
+
+    def __init__(self, examples: list[Example], num_negatives: int = 0, seed: int = 0) -> None:
+        self.examples = examples
+        self.num_negatives = num_negatives
+        self.seed = seed
+        self.epoch = 0
+        if num_negatives > 0:
+            missing = [i for i, ex in enumerate(examples) if not ex.neg]
+            if missing:
+                raise ValueError(f"data.num_negatives={num_negatives} but {len(missing)} rows have no negatives "
+                                 f"(first: row {missing[0] + 1}, query {examples[missing[0]].query[:60]!r}); "
+                                 "mine negatives (python -m trainer.mine) or set data.num_negatives=0")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def draw(self, index: int, epoch: Optional[int] = None) -> tuple[int, list[int]]:
+        """Indices of the positive and the negatives example ``index`` uses in ``epoch``."""
+        ex = self.examples[index]
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
+        pos = int(rng.integers(len(ex.pos)))
+        k = self.num_negatives
+        if k == 0:
+            return pos, []
+        # Without replacement when there are enough negatives, else with (as Tevatron does).
+        negs = rng.choice(len(ex.neg), size=k, replace=len(ex.neg) < k)
+        return pos, [int(n) for n in negs]
+
+    def __getitem__(self, index: int) -> Sample:
+        ex = self.examples[index]
+        pos, negs = self.draw(index)
+        scores = None
+        if ex.pos_scores is not None and (not negs or ex.neg_scores is not None):
+            scores = [ex.pos_scores[pos]] + [ex.neg_scores[n] for n in negs]  # type: ignore[index]
+        return Sample(index=index, query=ex.query, passages=[ex.pos[pos]] + [ex.neg[n] for n in negs],
+                      task=ex.task, instruction=ex.instruction, scores=scores)
+
+    def batch_keys(self, index: int, epoch: int) -> set[str]:
+        """Texts that must not be shared with another example of the same batch."""
+        ex = self.examples[index]
+        _, negs = self.draw(index, epoch)
+        return set(ex.pos) | {ex.neg[n] for n in negs}
+
+
+class UniqueBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Yields this process's part of each global batch; global batches hold no text twice.
+
+    Args:
+        batch_size: per process; the global batch is ``batch_size * world_size``.
+        task_homogeneous: every global batch from one task.
+        open_batches: how many batches may be filled at once; an example that clashes with every open batch
+            waits for the next one (clashes are rare, so a small window keeps the order close to the shuffle).
+    """
+
+    def __init__(self, dataset: ContrastiveDataset, batch_size: int, seed: int = 0, world_size: int = 1,
+                 rank: int = 0, task_homogeneous: bool = False, open_batches: int = 8) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.global_size = batch_size * world_size
+        self.seed = seed
+        self.world_size = world_size
+        self.rank = rank
+        self.task_homogeneous = task_homogeneous
+        self.open_batches = open_batches
+        self.epoch = 0
+        self.start_batch = 0
+        self._cache: dict[int, list[list[int]]] = {}
+        self.dropped = 0  # examples left out of the last epoch built (incomplete final batches)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's batches; ``start_batch`` skips batches already trained on (resume)."""
+        self.epoch = epoch
+        self.start_batch = start_batch
+        self.dataset.set_epoch(epoch)
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._cache:
+            self._cache = {epoch: self._build(epoch)}
+        return self._cache[epoch]
+
+    def _build(self, epoch: int) -> list[list[int]]:
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset)).tolist()
+        groups: dict[Any, list[int]] = defaultdict(list)
+        for i in order:
+            groups[self.dataset.examples[i].task if self.task_homogeneous else None].append(i)
+        batches: list[list[int]] = []
+        dropped = 0
+        for key in sorted(groups, key=str):
+            full, left = self._fill(groups[key], epoch)
+            batches += full
+            dropped += left
+        if self.task_homogeneous:
+            # Interleave tasks: shuffle the order of whole batches.
+            perm = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
+            batches = [batches[j] for j in perm]
+        self.dropped = dropped
+        return batches
+
+    def _fill(self, indices: list[int], epoch: int) -> tuple[list[list[int]], int]:
+        done: list[list[int]] = []
+        open_: list[tuple[list[int], set[str]]] = []
+        for i in indices:
+            keys = self.dataset.batch_keys(i, epoch)
+            target = next((b for b in open_ if not (b[1] & keys)), None)
+            if target is None:
+                if len(open_) >= self.open_batches:
+                    continue  # clashes with every open batch: left out this epoch
+                target = ([], set())
+                open_.append(target)
+            target[0].append(i)
+            target[1].update(keys)
+            if len(target[0]) == self.global_size:
+                done.append(target[0])
+                open_.remove(target)
+        return done, sum(len(b[0]) for b in open_)
+
+    def __len__(self) -> int:
+        return len(self.global_batches(self.epoch))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches(self.epoch)[self.start_batch:]:
+            yield batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
+
+class Collator:
+    """Samples -> token features for queries (B, Tq) and passages (B*(1+k), Tp), grouped per query."""
+
+    def __init__(self, tokenize: Any) -> None:
+        self.tokenize = tokenize  # Encoder.tokenize (only the tokenizer and the spec are used)
+
+    def __call__(self, samples: list[Sample]) -> dict[str, Any]:
+        passages = [p for s in samples for p in s.passages]  # query-major: [q0 pos, q0 negs..., q1 pos, ...]
+        batch: dict[str, Any] = {
+            "query": self.tokenize([s.query for s in samples], "query",
+                                   instructions=[s.instruction for s in samples], tasks=[s.task for s in samples]),
+            "passage": self.tokenize(passages, "passage"),
+            "passage_ids": torch.tensor([text_id(p) for p in passages], dtype=torch.long),  # (B*(1+k),)
+            "index": torch.tensor([s.index for s in samples], dtype=torch.long),
+        }
+        if all(s.scores is not None for s in samples):
+            batch["teacher_scores"] = torch.tensor([s.scores for s in samples], dtype=torch.float32)  # (B, 1+k)
+        return batch

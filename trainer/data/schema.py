@@ -1,0 +1,173 @@
+"""The training-data schema and its row validator.
+
+    python -m trainer.data.schema data/build/news/train.jsonl     # validate a file, print counts
+
+One JSON object per line: ``{"query", "pos": [...], "neg": [...], "task"?, "instruction"?, "pos_scores"?,
+"neg_scores"?}`` (see data/README.md). A bad row stops the load with ``path:line: field: what is wrong``;
+with ``on_error="skip"`` it is skipped and counted instead.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+KNOWN_FIELDS = {"query", "pos", "neg", "task", "instruction", "pos_scores", "neg_scores"}
+
+
+class DataError(ValueError):
+    """A malformed row: the message starts with ``path:line: field:``."""
+
+
+@dataclass
+class Example:
+    query: str
+    pos: list[str]
+    neg: list[str] = field(default_factory=list)
+    task: Optional[str] = None
+    instruction: Optional[str] = None
+    pos_scores: Optional[list[float]] = None
+    neg_scores: Optional[list[float]] = None
+
+
+def _fail(where: str, name: str, message: str) -> DataError:
+    return DataError(f"{where}: {name}: {message}")
+
+
+def _text_list(row: dict[str, Any], name: str, where: str, required: bool) -> list[str]:
+    if name not in row:
+        if required:
+            raise _fail(where, name, "missing")
+        return []
+    value = row[name]
+    if not isinstance(value, list):
+        raise _fail(where, name, f"must be a list of strings, got {type(value).__name__}")
+    if required and not value:
+        raise _fail(where, name, "empty list: at least one positive is needed")
+    for i, text in enumerate(value):
+        if not isinstance(text, str):
+            raise _fail(where, f"{name}[{i}]", f"must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise _fail(where, f"{name}[{i}]", "empty string")
+    return value
+
+
+def _scores(row: dict[str, Any], name: str, expected: int, where: str) -> Optional[list[float]]:
+    if row.get(name) is None:
+        return None
+    value = row[name]
+    if not isinstance(value, list) or len(value) != expected:
+        raise _fail(where, name, f"must be a list of {expected} numbers (one per {name.split('_')[0]})")
+    for i, s in enumerate(value):
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+            raise _fail(where, f"{name}[{i}]", f"must be a finite number, got {s!r}")
+    return [float(s) for s in value]
+
+
+def validate_row(row: Any, where: str) -> Example:
+    """Check one decoded row; ``where`` is ``path:line`` for messages."""
+    if not isinstance(row, dict):
+        raise _fail(where, "row", f"must be a JSON object, got {type(row).__name__}")
+    unknown = set(row) - KNOWN_FIELDS
+    if unknown:
+        raise _fail(where, sorted(unknown)[0], f"unknown field (known: {', '.join(sorted(KNOWN_FIELDS))})")
+    if "query" not in row:
+        raise _fail(where, "query", "missing")
+    if not isinstance(row["query"], str):
+        raise _fail(where, "query", f"must be a string, got {type(row['query']).__name__}")
+    if not row["query"].strip():
+        raise _fail(where, "query", "empty string")
+    pos = _text_list(row, "pos", where, required=True)
+    neg = _text_list(row, "neg", where, required=False)
+    clash = set(pos) & set(neg)
+    if clash:
+        raise _fail(where, "neg", f"a negative equals a positive: {next(iter(clash))[:60]!r}")
+    for name in ("task", "instruction"):
+        if row.get(name) is not None and not isinstance(row[name], str):
+            raise _fail(where, name, f"must be a string, got {type(row[name]).__name__}")
+    return Example(query=row["query"], pos=list(pos), neg=list(neg), task=row.get("task"),
+                   instruction=row.get("instruction") or None,
+                   pos_scores=_scores(row, "pos_scores", len(pos), where),
+                   neg_scores=_scores(row, "neg_scores", len(neg), where))
+
+
+@dataclass
+class LoadReport:
+    rows: int = 0
+    skipped: Counter = field(default_factory=Counter)  # field -> count
+    first_errors: list[str] = field(default_factory=list)
+
+    def record(self, err: DataError) -> None:
+        name = str(err).split(": ")[1] if ": " in str(err) else "row"
+        self.skipped[name.split("[")[0]] += 1
+        if len(self.first_errors) < 5:
+            self.first_errors.append(str(err))
+
+    def summary(self) -> str:
+        skipped = sum(self.skipped.values())
+        text = f"{self.rows} rows loaded, {skipped} skipped"
+        if skipped:
+            text += f" ({dict(self.skipped)}); first: {self.first_errors[0]}"
+        return text
+
+
+def iter_jsonl(path: str | Path, on_error: str = "raise", report: Optional[LoadReport] = None) -> Iterator[Example]:
+    """Yield validated rows of one JSONL file. Reads bytes so undecodable lines are reported, not replaced."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be raise or skip, got {on_error!r}")
+    report = report if report is not None else LoadReport()
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: training file not found")
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            where = f"{path}:{line_no}"
+            if not raw.strip():
+                continue
+            try:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise _fail(where, "row", f"not valid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})")
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as err:
+                    raise _fail(where, "row", f"invalid JSON: {err.msg} at column {err.colno}")
+                example = validate_row(row, where)
+            except DataError as err:
+                if on_error == "raise":
+                    raise
+                report.record(err)
+                continue
+            report.rows += 1
+            yield example
+
+
+def iter_records(records: Iterable[dict[str, Any]], source: str, on_error: str = "raise",
+                 report: Optional[LoadReport] = None) -> Iterator[Example]:
+    """Validate already-decoded rows (Hugging Face datasets); ``where`` is ``source:row N``."""
+    report = report if report is not None else LoadReport()
+    for i, row in enumerate(records, start=1):
+        # Arrow fills absent optional columns with None; drop them so they read as absent.
+        row = {k: v for k, v in dict(row).items() if v is not None}
+        try:
+            example = validate_row(row, f"{source}:{i}")
+        except DataError as err:
+            if on_error == "raise":
+                raise
+            report.record(err)
+            continue
+        report.rows += 1
+        yield example
+
+
+if __name__ == "__main__":
+    for file in sys.argv[1:]:
+        rep = LoadReport()
+        for _ in iter_jsonl(file, on_error="skip", report=rep):
+            pass
+        print(f"{file}: {rep.summary()}")

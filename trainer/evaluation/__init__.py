@@ -1,0 +1,1 @@
+"""Evaluation: retrieval (BEIR layout) and the task runners built on it."""

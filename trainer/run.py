@@ -1,0 +1,144 @@
+"""The run directory: resolved config, provenance, metrics, resume states and exported checkpoints.
+
+    ls runs/<name>/   # config.yaml run_info.json metrics.jsonl eval.jsonl state/ checkpoints/ DONE.json
+
+Only rank 0 writes here; every write of a folder goes through a temporary name and a rename, so a folder
+that exists under its final name is complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+PACKAGES = ("embedstill", "torch", "transformers", "tokenizers", "accelerate", "datasets", "peft", "faiss-cpu",
+            "hydra-core", "omegaconf", "numpy", "sentence-transformers", "wandb")
+# Keys that may change between a run and its resume without changing what is trained.
+VOLATILE_KEYS = ("name", "run_dir", "resume", "train.stop_after_steps", "train.progress_bar", "logger",
+                 "eval", "train.num_threads", "data.num_workers", "paths")
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def trained_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config minus volatile keys: what determines the trained weights."""
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in flat.items() if not any(k == v_ or k.startswith(v_ + ".") for v_ in VOLATILE_KEYS)}
+
+
+def config_hash(cfg: DictConfig) -> str:
+    return hashlib.sha256(json.dumps(trained_config(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_info() -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def package_versions() -> dict[str, Optional[str]]:
+    versions: dict[str, Optional[str]] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Paths and writers of one run; ``is_main`` gates every write."""
+
+    def __init__(self, root: str | Path, is_main: bool = True) -> None:
+        self.root = Path(root)
+        self.is_main = is_main
+        self.states = self.root / "state"
+        self.checkpoints = self.root / "checkpoints"
+
+    def init(self, cfg: DictConfig, world_size: int) -> None:
+        if not self.is_main:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_json_atomic(self.root / "run_info.json", {
+            "git": git_info(), "packages": package_versions(), "python": sys.version.split()[0],
+            "platform": platform.platform(), "argv": sys.argv, "world_size": world_size,
+            "config_hash": config_hash(cfg), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        if self.is_main:
+            with open(self.root / name, "a") as handle:
+                handle.write(json.dumps(record, default=float) + "\n")
+
+    # ---- complete step folders (state/ and checkpoints/) ----------------------------------------
+    @staticmethod
+    def step_dirs(parent: Path) -> list[Path]:
+        """Complete ``step-N`` folders, oldest first (temporary ``.tmp-*`` folders are ignored)."""
+        if not parent.exists():
+            return []
+        found = [(int(m.group(1)), p) for p in parent.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def latest_state(self) -> Optional[Path]:
+        states = [p for p in self.step_dirs(self.states) if (p / "trainer_state.json").exists()]
+        return states[-1] if states else None
+
+    def rotate(self, parent: Path, keep: int) -> None:
+        if not self.is_main or keep <= 0:
+            return
+        for old in self.step_dirs(parent)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def mark_done(self, info: dict[str, Any]) -> None:
+        if self.is_main:
+            write_json_atomic(self.root / "DONE.json", info)
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def check_resume_config(state_dir: Path, cfg: DictConfig) -> None:
+    """Refuse to resume a state with a config that would train something else; name the changed keys."""
+    saved_file = state_dir.parent.parent / "config.yaml"
+    if not saved_file.exists():
+        return
+    saved = trained_config(OmegaConf.load(saved_file))
+    now = trained_config(cfg)
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise ValueError(f"cannot resume {state_dir}: the config differs from the run's config.yaml ({details}). "
+                         "Resume with the same config, or start a new run (name=...).")

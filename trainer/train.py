@@ -1,0 +1,30 @@
+"""Train (fine-tune or distill) an embedding model.
+
+    python -m trainer.train experiment=demo
+    python -m trainer.train experiment=demo name=myrun resume=auto          # continue a stopped run
+    accelerate launch --multi_gpu --num_processes 4 -m trainer.train experiment=demo
+    python -m trainer.train -m hparams_search=<name>                        # Optuna sweep
+
+Returns the main eval metric, which Hydra's sweepers optimise.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import hydra
+from omegaconf import DictConfig
+
+from trainer.config import CONF_DIR, register_configs
+
+register_configs()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> Optional[float]:
+    from trainer.loop import train  # heavy imports after Hydra has parsed the command line
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
