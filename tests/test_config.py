@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from trainer.config import CONF_DIR
@@ -23,8 +23,14 @@ def test_every_experiment_composes_and_instantiates(compose, experiment: str) ->
     container = OmegaConf.to_container(cfg, resolve=False)
     assert container["model"]["pooling"] in ("mean", "cls", "last")
     OmegaConf.resolve(OmegaConf.create({k: v for k, v in container.items() if k in ("loss", "optim", "train")}))
-    loss = hydra.utils.instantiate(cfg.loss)
-    assert hasattr(loss, "forward")
+    from trainer.build import build_contrastive
+    from trainer.teachers.distill import build_distill_losses
+
+    loss = build_contrastive(cfg.loss)
+    assert isinstance(loss, torch.nn.Module) and loss.weight > 0
+    distill = build_distill_losses(cfg.get("distill"), 32, 48 if cfg.get("teacher") else None)
+    if experiment == "distill":
+        assert distill is not None and len(distill) > 0
 
 
 @pytest.mark.parametrize("override,key", [("model.poolng=cls", "poolng"), ("train.batchsize=4", "batchsize"),

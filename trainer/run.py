@@ -102,6 +102,19 @@ class RunDir:
             with open(self.root / name, "a") as handle:
                 handle.write(json.dumps(record, default=float) + "\n")
 
+    def truncate_logs(self, step: int, names: tuple[str, ...] = ("metrics.jsonl", "eval.jsonl")) -> None:
+        """On resume: drop records logged after ``step`` by the interrupted run (they are logged again)."""
+        if not self.is_main:
+            return
+        for name in names:
+            path = self.root / name
+            if path.exists():
+                kept = [line for line in path.read_text().splitlines(keepends=True)
+                        if line.strip() and json.loads(line).get("step", 0) <= step]
+                tmp = path.with_name(f".tmp-{name}")
+                tmp.write_text("".join(kept))
+                os.replace(tmp, path)
+
     # ---- complete step folders (state/ and checkpoints/) ----------------------------------------
     @staticmethod
     def step_dirs(parent: Path) -> list[Path]:

@@ -22,8 +22,9 @@ register_configs()
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
     from trainer.loop import train  # heavy imports after Hydra has parsed the command line
+    from trainer.sweep import run_trial  # multirun: trial.json per run, a failed trial does not end the sweep
 
-    return train(cfg)
+    return run_trial(cfg, train)
 
 
 if __name__ == "__main__":

@@ -1,1 +1,4 @@
-"""Evaluation: retrieval (BEIR layout) and the task runners built on it."""
+"""Evaluation: task files and metrics per kind, the per-checkpoint runner, the run watcher, leaderboards, mteb adapter.
+
+    python -m trainer.evaluate run_dir=runs/demo watch=true
+"""

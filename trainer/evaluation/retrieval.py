@@ -4,7 +4,8 @@
 
 Folder layout (BEIR): ``corpus.jsonl`` ({"_id", "title", "text"}), ``queries.jsonl`` ({"_id", "text"}),
 ``qrels/<split>.tsv`` (query-id, corpus-id, score; header line). Search is exact inner product with faiss,
-queries in chunks, so no full query x corpus matrix is held in memory.
+queries in chunks, so no full query x corpus matrix is held in memory. nDCG uses linear gains (the graded
+relevance itself), as trec_eval / pytrec_eval and therefore BEIR and MTEB do.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import faiss
 import numpy as np
@@ -89,9 +90,9 @@ def retrieval_metrics(ranked: dict[str, list[str]], qrels: dict[str, dict[str, i
         relevant = {d for d, r in rels.items() if r > 0}
         if not relevant:
             continue
-        dcg = sum((2 ** rels.get(d, 0) - 1) / math.log2(r + 2) for r, d in enumerate(docs[:10]))
+        dcg = sum(max(rels.get(d, 0), 0) / math.log2(r + 2) for r, d in enumerate(docs[:10]))
         ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
-        idcg = sum((2 ** r - 1) / math.log2(i + 2) for i, r in enumerate(ideal))
+        idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
         totals["ndcg_at_10"] += dcg / idcg
         first = next((r for r, d in enumerate(docs[:10]) if d in relevant), None)
         totals["mrr_at_10"] += 0.0 if first is None else 1.0 / (first + 1)
@@ -108,10 +109,17 @@ def retrieval_metrics(ranked: dict[str, list[str]], qrels: dict[str, dict[str, i
 
 
 def evaluate_retrieval(encoder: Encoder, data: RetrievalData, batch_size: int = 64, task: Optional[str] = None,
-                       top_k: int = 100) -> dict[str, float]:
-    """Encode with the encoder's own prompts (queries as ``query`` side, documents as ``passage``), search, score."""
-    query_emb = encoder.encode(data.queries, side="query", batch_size=batch_size, task=task)
-    corpus_emb = encoder.encode(data.corpus, side="passage", batch_size=batch_size)
-    _, ids = search(query_emb, corpus_emb, top_k)
+                       top_k: int = 100, embed: Optional[Callable[[list[str], str], np.ndarray]] = None,
+                       ) -> dict[str, float]:
+    """Encode with the encoder's own prompts (queries as ``query`` side, documents as ``passage``), search, score.
+
+    ``embed(texts, side) -> (N, D)`` replaces ``encoder.encode`` (the evaluation runner passes a cached encoder).
+    """
+    if embed is None:
+        def embed(texts: list[str], side: str) -> np.ndarray:
+            return encoder.encode(texts, side=side, batch_size=batch_size, task=task if side == "query" else None)
+    query_emb = embed(data.queries, "query")  # (Q, D)
+    corpus_emb = embed(data.corpus, "passage")  # (N, D)
+    _, ids = search(query_emb, corpus_emb, top_k)  # (Q, k)
     ranked = {qid: [data.corpus_ids[j] for j in row if j >= 0] for qid, row in zip(data.query_ids, ids)}
     return retrieval_metrics(ranked, data.qrels)

@@ -77,15 +77,18 @@ def write_sentence_transformers_files(encoder: Encoder, folder: Path) -> None:
 def save_checkpoint(encoder: Encoder, target: Path, metadata: Optional[dict[str, Any]] = None,
                     backbone: Any = None) -> Path:
     """Write an exported checkpoint atomically. ``backbone`` overrides the module saved (e.g. merged LoRA)."""
-    model = backbone if backbone is not None else encoder.backbone
+    from trainer.models.lora import export_backbone, lora_metadata, save_adapter
+
+    model = backbone if backbone is not None else export_backbone(encoder.backbone)  # LoRA: merged copy
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
+        save_adapter(encoder.backbone, tmp / "adapter")  # LoRA only: the adapter alone, for peft users
         tokenizer = encoder.tokenizer
         tokenizer.padding_side = encoder.spec.padding_side
         tokenizer.save_pretrained(tmp)
         write_sentence_transformers_files(encoder, tmp)
-        _write_json(tmp / METADATA_FILE, {**encoder.metadata(), **(metadata or {})})
+        _write_json(tmp / METADATA_FILE, {**encoder.metadata(), **lora_metadata(encoder.backbone), **(metadata or {})})
 
     return atomic_dir(Path(target), write)
 

@@ -105,6 +105,10 @@ class Encoder(nn.Module):
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         backbone = AutoModel.from_pretrained(name_or_path, **kwargs)
+        if getattr(backbone.config, "is_causal", True) is False:  # saved after model.bidirectional=true
+            from trainer.models.decoder import make_bidirectional
+
+            make_bidirectional(backbone)  # also clears the attention modules' own causal flags
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         return cls(backbone, tokenizer, spec, source=str(name_or_path))
 

@@ -1,0 +1,250 @@
+"""Evaluate one exported checkpoint on the configured tasks, encoding exactly as it was trained.
+
+    python -m trainer.evaluate checkpoint=runs/demo/checkpoints/step-000100 eval=suite
+
+The checkpoint's ``embedstill.json`` decides prompts, pooling, normalisation and max lengths. A task that
+configures a different prompt is refused (``PromptMismatch``) unless it sets ``allow_prompt_override: true``.
+Each task writes one JSON in the MTEB results layout to ``<out_dir>/<task>.json`` (a failed task records its
+error there and the next task runs); ``model_meta.json`` describes the checkpoint. Embeddings are cached in
+``<out_dir>/cache/`` (``trainer.encoding.encode_cached``), so scoring a task again does not encode again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from trainer.distributed import world
+from trainer.encoding import encode_cached
+from trainer.evaluation import metrics
+from trainer.evaluation.retrieval import RetrievalData, evaluate_retrieval
+from trainer.evaluation.tasks import LabelledData, PairData, RerankingData, TaskData, fingerprint, load_task
+from trainer.models.encoder import METADATA_FILE, Encoder
+from trainer.run import STEP_DIR, write_json_atomic
+
+Log = Callable[[str], None]
+
+
+class PromptMismatch(ValueError):
+    """A task asks for prompts the checkpoint was not trained with."""
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_checkpoint(path: str | Path, device: str = "auto", allow_no_metadata: bool = False,
+                    ) -> tuple[Encoder, dict[str, Any]]:
+    """The encoder as its ``embedstill.json`` describes it (spec=None reads it), on ``device``, in eval mode."""
+    path = Path(path)
+    meta_file = path / METADATA_FILE
+    if not meta_file.exists() and not allow_no_metadata:
+        raise FileNotFoundError(f"{path}: no {METADATA_FILE}, so the prompts, pooling, normalisation and max lengths "
+                                "it was trained with are unknown; pass allow_no_metadata=true to use the defaults "
+                                "(mean pooling, normalised, no prompts)")
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    encoder = Encoder.from_pretrained(str(path))
+    encoder.to(pick_device(device)).eval()
+    return encoder, meta
+
+
+def main_score_name(task: Mapping[str, Any]) -> str:
+    """The task's ``main_score``; the retrieval default stands for the kind's own main score on other kinds."""
+    name = task.get("main_score") or "ndcg_at_10"
+    return metrics.MAIN_SCORES[task["kind"]] if task["kind"] != "retrieval" and name == "ndcg_at_10" else name
+
+
+def task_prompts(encoder: Encoder, task: Mapping[str, Any], source: str = "") -> tuple[Encoder, Optional[str]]:
+    """The encoder to use for ``task`` and the query instruction to pass per text (None = the spec's own).
+
+    Raises ``PromptMismatch`` when the task sets a prompt that differs from the checkpoint's, or names a
+    training ``task`` the checkpoint has no instruction for, unless ``allow_prompt_override`` is set.
+    """
+    prompts = encoder.spec.prompts
+    have = {"query_prefix": prompts.query_prefix, "passage_prefix": prompts.passage_prefix,
+            "instruction": prompts.instruction_for(task.get("task"))}
+    diffs = {k: (have[k], task.get(k)) for k in have if task.get(k) is not None and task.get(k) != have[k]}
+    problems = [f"{k}={want!r} (checkpoint: {got!r})" for k, (got, want) in diffs.items()]
+    if "instruction" in diffs and not prompts.instruction_template:
+        problems.append("the checkpoint has no instruction_template, so an instruction would be ignored")
+    if (task.get("task") and prompts.instructions and prompts.instruction_template
+            and have["instruction"] is None and task.get("instruction") is None):
+        problems.append(f"task={task['task']!r} has no instruction in the checkpoint "
+                        f"(it knows {sorted(prompts.instructions)})")
+    if problems and not task.get("allow_prompt_override"):
+        raise PromptMismatch(f"eval task {task['name']!r} asks for prompts that checkpoint {source or encoder.source} "
+                             f"was not trained with: {'; '.join(problems)}. Its {METADATA_FILE} decides the prompts: "
+                             "remove these keys from the task, or set allow_prompt_override=true to evaluate "
+                             "with the task's prompts anyway.")
+    if not diffs:
+        return encoder, None
+
+    def pick(key: str, current: str) -> str:
+        return current if task.get(key) is None else task[key]
+
+    new_prompts = dataclasses.replace(prompts, query_prefix=pick("query_prefix", prompts.query_prefix),
+                                      passage_prefix=pick("passage_prefix", prompts.passage_prefix))
+    spec = dataclasses.replace(encoder.spec, prompts=new_prompts)
+    return Encoder(encoder.backbone, encoder.tokenizer, spec, source=encoder.source), task.get("instruction")
+
+
+class Embedder:
+    """``(texts, side) -> (N, D)`` for one task: cached, no grad, bf16 on CUDA (``encode_cached`` decides)."""
+
+    def __init__(self, encoder: Encoder, task: Optional[str], instruction: Optional[str],
+                 cache_root: Optional[Path], batch_size: int) -> None:
+        self.encoder, self.task, self.instruction = encoder, task, instruction
+        self.cache_root, self.batch_size = cache_root, batch_size
+
+    def __call__(self, texts: Sequence[str], side: str) -> np.ndarray:
+        instructions = [self.instruction] * len(texts) if self.instruction and side == "query" else None
+        with torch.inference_mode():
+            return encode_cached(self.encoder, list(texts), side, cache_root=self.cache_root,
+                                 task=self.task if side == "query" else None, batch_size=self.batch_size,
+                                 instructions=instructions)
+
+
+def score_task(task: Mapping[str, Any], data: TaskData, embed: Callable[[Sequence[str], str], np.ndarray],
+               ) -> dict[str, float]:
+    """Embed the task's texts and compute its kind's metrics."""
+    kind, side = task["kind"], task.get("side", "query")
+    if kind == "retrieval":
+        assert isinstance(data, RetrievalData)
+        return evaluate_retrieval(None, data, embed=embed)  # type: ignore[arg-type]
+    if kind in ("sts", "pair_classification"):
+        assert isinstance(data, PairData)
+        emb1, emb2 = embed(data.sentences1, side), embed(data.sentences2, side)
+        if kind == "sts":
+            return metrics.sts_scores(emb1, emb2, data.targets)
+        return metrics.pair_classification_scores(emb1, emb2, [int(t) for t in data.targets])
+    if kind == "classification":
+        assert isinstance(data, LabelledData)
+        return metrics.classification_scores(embed(data.train_texts, side), data.train_labels,
+                                             embed(data.texts, side), data.labels)
+    if kind == "clustering":
+        assert isinstance(data, LabelledData)
+        return metrics.clustering_scores(embed(data.texts, side), data.labels)
+    assert isinstance(data, RerankingData)
+    flat = [text for cands in data.candidates for text in cands]
+    flat_emb = embed(flat, "passage")  # (sum C_q, D)
+    bounds = np.cumsum([0] + [len(c) for c in data.candidates])
+    return metrics.reranking_scores(embed(data.queries, "query"), [flat_emb[a:b] for a, b in zip(bounds, bounds[1:])],
+                                    [np.asarray(r) for r in data.relevant])
+
+
+def as_dict(task: Mapping[str, Any]) -> dict[str, Any]:
+    """A task config (``DictConfig`` from Hydra, or a plain mapping) as a resolved plain dict."""
+    if isinstance(task, DictConfig):
+        return dict(OmegaConf.to_container(task, resolve=True))  # type: ignore[arg-type]
+    return dict(task)
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def checkpoint_step(path: Path, meta: Mapping[str, Any]) -> Optional[int]:
+    if isinstance(meta.get("step"), int):
+        return meta["step"]
+    match = STEP_DIR.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def model_info(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": path.name, "checkpoint": str(path), "run": meta.get("run"), "step": checkpoint_step(path, meta),
+            "revision": meta.get("config_hash"), "base_model": meta.get("base_model"), "dim": meta.get("dim"),
+            "architecture": meta.get("architecture"), "final": meta.get("final"), "encoder": meta.get("encoder"),
+            "has_metadata": bool(meta)}
+
+
+def result_record(task: Mapping[str, Any], model: dict[str, Any], scores: Optional[dict[str, float]],
+                  seconds: float, error: Optional[str], prompts: dict[str, Any]) -> dict[str, Any]:
+    """One task's result in the MTEB results layout, plus our own block under ``embedstill``."""
+    main = main_score_name(task)
+    split_scores = [] if scores is None else [{"hf_subset": "default", "languages": ["eng-Latn"],
+                                               "main_score": scores[main], **scores}]
+    try:
+        revision: Optional[str] = fingerprint(task["path"])
+    except OSError:
+        revision = None
+    return {"dataset_revision": revision, "task_name": task["name"], "mteb_version": None,
+            "scores": {task.get("split", "test"): split_scores}, "evaluation_time": seconds,
+            "kg_co2_emissions": None,
+            "embedstill": {"status": "ok" if error is None else "failed", "error": error, "kind": task["kind"],
+                           "main_score_name": main, "path": str(task["path"]), "prompts": prompts, "model": model}}
+
+
+def evaluate_checkpoint(checkpoint: str | Path, tasks: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
+                        batch_size: int = 64, device: str = "auto", allow_no_metadata: bool = False,
+                        log: Log = print) -> dict[str, dict[str, Any]]:
+    """Evaluate every task; returns ``{task name: result record}`` and (rank 0) writes them under ``out_dir``.
+
+    Loading errors (a checkpoint deleted while read included) and ``PromptMismatch`` propagate; any other error
+    inside a task is recorded in that task's JSON and the next task runs.
+    """
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    tasks = [as_dict(t) for t in tasks]
+    is_main = world()[0] == 0
+    encoder, meta = load_checkpoint(checkpoint, device, allow_no_metadata)
+    plans = [(task, *task_prompts(encoder, task, str(checkpoint))) for task in tasks]  # refuse before any work
+    model = model_info(checkpoint, meta)
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "model_meta.json", model)
+    results: dict[str, dict[str, Any]] = {}
+    for task, task_encoder, instruction in plans:
+        started = time.perf_counter()
+        spec_prompts = task_encoder.spec.prompts
+        prompts = {"query_prefix": spec_prompts.query_prefix, "passage_prefix": spec_prompts.passage_prefix,
+                   "instruction": instruction or spec_prompts.instruction_for(task.get("task")),
+                   "side": task.get("side", "query"), "override": task_encoder is not encoder}
+        scores, error = None, None
+        try:
+            data = load_task(task)
+            embed = Embedder(task_encoder, task.get("task"), instruction, out_dir / "cache", batch_size)
+            scores = score_task(task, data, embed)
+            if main_score_name(task) not in scores:
+                raise KeyError(f"main_score {main_score_name(task)!r} is not a {task['kind']} score "
+                               f"(one of {sorted(scores)})")
+        except Exception as err:  # noqa: BLE001 - a failed task is recorded and the next one runs
+            scores, error = None, f"{type(err).__name__}: {err}"
+            log(f"[eval] {checkpoint.name} {task['name']}: FAILED {error}\n{traceback.format_exc(limit=3)}")
+        record = result_record(task, model, scores, time.perf_counter() - started, error, prompts)
+        results[task["name"]] = record
+        if is_main:
+            write_json_atomic(out_dir / f"{safe_name(task['name'])}.json", record)
+        if scores is not None:
+            log(f"[eval] {checkpoint.name} {task['name']}: {main_score_name(task)}={scores[main_score_name(task)]:.4f} "
+                f"({record['evaluation_time']:.1f}s)")
+    return results
+
+
+def main_scores(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """``{"<task>/<main score name>": value}`` of the tasks that succeeded."""
+    out = {}
+    for name, record in results.items():
+        for split_scores in record["scores"].values():
+            if split_scores:
+                out[f"{name}/{record['embedstill']['main_score_name']}"] = float(split_scores[0]["main_score"])
+    return out
+
+
+def all_scores(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """``{"<task>/<score>": value}`` for every numeric score of the tasks that succeeded."""
+    out = {}
+    for name, record in results.items():
+        for split_scores in record["scores"].values():
+            for row in split_scores:
+                out.update({f"{name}/{k}": float(v) for k, v in row.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return out

@@ -1,0 +1,166 @@
+"""Task files for every evaluation kind, read and validated (errors name ``file:line: field: problem``).
+
+    python data/prepare_eval.py             # writes the bundled task files under data/build/eval/
+    python -m trainer.evaluate checkpoint=PATH eval=suite
+
+One JSONL file per task (retrieval uses a BEIR folder instead). A row's optional ``split`` field selects
+the rows of ``task.split`` (classification also reads ``task.train_split`` to fit its classifier); a file
+without ``split`` fields is one split.
+
+| kind                | row                                                              |
+|---------------------|------------------------------------------------------------------|
+| retrieval           | BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv      |
+| sts                 | {"sentence1": str, "sentence2": str, "score": number}            |
+| pair_classification | {"sentence1": str, "sentence2": str, "label": 0 or 1}            |
+| classification      | {"text": str, "label": str or int, "split": "train" or "test"}   |
+| clustering          | {"text": str, "label": str or int}                               |
+| reranking           | {"query": str, "positive": [str, ...], "negative": [str, ...]}   |
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+from trainer.evaluation.retrieval import RetrievalData, load_beir
+
+KINDS = ("retrieval", "sts", "classification", "clustering", "pair_classification", "reranking")
+
+
+@dataclass
+class PairData:
+    """sts (``targets`` = gold scores) and pair_classification (``targets`` = 0/1 labels)."""
+    sentences1: list[str]
+    sentences2: list[str]
+    targets: list[float]
+
+
+@dataclass
+class LabelledData:
+    """classification (train_* filled) and clustering (train_* empty)."""
+    texts: list[str]
+    labels: list[str]
+    train_texts: list[str]
+    train_labels: list[str]
+
+
+@dataclass
+class RerankingData:
+    queries: list[str]
+    candidates: list[list[str]]
+    relevant: list[list[int]]  # 0/1 per candidate
+
+
+TaskData = Union[RetrievalData, PairData, LabelledData, RerankingData]
+
+
+class TaskFileError(ValueError):
+    pass
+
+
+def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: task file missing (bundled tasks: python data/prepare_eval.py)")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TaskFileError(f"{path}:{line_no}: row: invalid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise TaskFileError(f"{path}:{line_no}: row: expected a JSON object")
+            rows.append((line_no, row))
+    return rows
+
+
+def _text(path: Path, line: int, row: Mapping[str, Any], field: str) -> str:
+    value = row.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise TaskFileError(f"{path}:{line}: {field}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _number(path: Path, line: int, row: Mapping[str, Any], field: str) -> float:
+    value = row.get(field)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TaskFileError(f"{path}:{line}: {field}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _label(path: Path, line: int, row: Mapping[str, Any]) -> str:
+    value = row.get("label")
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise TaskFileError(f"{path}:{line}: label: expected a string or integer, got {value!r}")
+    return str(value)
+
+
+def _texts(path: Path, line: int, row: Mapping[str, Any], field: str, allow_empty: bool) -> list[str]:
+    value = row.get(field, [] if allow_empty else None)
+    if not isinstance(value, list) or (not value and not allow_empty):
+        raise TaskFileError(f"{path}:{line}: {field}: expected a {'' if allow_empty else 'non-empty '}list of strings")
+    return [_text(path, line, {field: v}, field) for v in value]
+
+
+def _select(rows: list[tuple[int, dict[str, Any]]], split: str) -> list[tuple[int, dict[str, Any]]]:
+    return [(n, r) for n, r in rows if r.get("split", split) == split]
+
+
+def load_task(cfg: Mapping[str, Any]) -> TaskData:
+    """Read the data of one ``EvalTaskConfig`` (its ``kind``, ``path``, ``split``, ``max_queries``)."""
+    kind, path, split = cfg["kind"], Path(cfg["path"]), cfg.get("split", "test")
+    limit: Optional[int] = cfg.get("max_queries")
+    if kind not in KINDS:
+        raise ValueError(f"eval task {cfg.get('name')}: kind must be one of {KINDS}, got {kind!r}")
+    if kind == "retrieval":
+        return load_beir(path, split, limit)
+    rows = _select(_rows(path), split)
+    if kind == "classification":
+        train = _select(_rows(path), cfg.get("train_split", "train"))
+        if not train:
+            raise TaskFileError(f"{path}: no rows with split={cfg.get('train_split', 'train')!r} to fit the classifier")
+    rows = rows[:limit] if limit else rows
+    if not rows:
+        raise TaskFileError(f"{path}: no rows for split {split!r}")
+    if kind in ("sts", "pair_classification"):
+        target = "score" if kind == "sts" else "label"
+        targets = [_number(path, n, r, target) for n, r in rows]
+        if kind == "pair_classification":
+            bad = next((n for (n, _), t in zip(rows, targets) if t not in (0.0, 1.0)), None)
+            if bad is not None:
+                raise TaskFileError(f"{path}:{bad}: label: expected 0 or 1")
+        return PairData([_text(path, n, r, "sentence1") for n, r in rows],
+                        [_text(path, n, r, "sentence2") for n, r in rows], targets)
+    if kind in ("classification", "clustering"):
+        texts = [_text(path, n, r, "text") for n, r in rows]
+        labels = [_label(path, n, r) for n, r in rows]
+        if kind == "clustering":
+            return LabelledData(texts, labels, [], [])
+        return LabelledData(texts, labels, [_text(path, n, r, "text") for n, r in train],
+                            [_label(path, n, r) for n, r in train])
+    queries, candidates, relevant = [], [], []
+    for n, r in rows:  # reranking
+        pos = _texts(path, n, r, "positive", allow_empty=False)
+        neg = _texts(path, n, r, "negative", allow_empty=True)
+        queries.append(_text(path, n, r, "query"))
+        candidates.append(pos + neg)
+        relevant.append([1] * len(pos) + [0] * len(neg))
+    return RerankingData(queries, candidates, relevant)
+
+
+def fingerprint(path: str | Path) -> str:
+    """sha256 (16 hex) of a task file, or of every file in a BEIR folder: the result's ``dataset_revision``."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with open(f, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]

@@ -1,0 +1,212 @@
+"""Follow a run: evaluate each complete checkpoint once, as it lands, until the run is done.
+
+    python -m trainer.evaluate run_dir=runs/demo watch=true     # beside training (the way for multi-GPU runs)
+    python -m trainer.evaluate run_dir=runs/demo                # every complete checkpoint now, then stop
+
+Polls ``<run>/checkpoints/step-*`` (``RunDir.step_dirs``: complete folders only, ``.tmp-*`` is ignored) and
+stops when ``<run>/DONE.json`` exists and every checkpoint is evaluated, or after ``idle_timeout_seconds``
+without a new checkpoint. ``<run>/eval/state.json`` records each checkpoint's outcome (done, vanished, failed),
+so a checkpoint is never evaluated twice and a stopped watcher resumes where it left off. A checkpoint deleted
+while it is read (rotation) is recorded as vanished; a failed task is recorded in its JSON and the rest go on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from trainer.distributed import world
+from trainer.evaluation.leaderboard import WandbSink, update_run_reports
+from trainer.evaluation.runner import (Log, PromptMismatch, all_scores, checkpoint_step, evaluate_checkpoint,
+                                       main_score_name, main_scores)
+from trainer.models.encoder import METADATA_FILE
+from trainer.run import RunDir, write_json_atomic
+
+
+class EvalState:
+    """``<run>/eval/state.json``: ``{"checkpoints": {name: {"status": done|vanished|failed, ...}}}``."""
+
+    def __init__(self, eval_dir: Path) -> None:
+        self.path = Path(eval_dir) / "state.json"
+        self.data: dict[str, Any] = {"checkpoints": {}}
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+
+    def seen(self, name: str) -> bool:
+        return name in self.data["checkpoints"]
+
+    def mark(self, name: str, status: str, **info: Any) -> None:
+        self.data["checkpoints"][name] = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, self.data)
+
+
+def _gone(checkpoint: Path) -> bool:
+    """The folder was removed (or is being removed) under us."""
+    return not (checkpoint / METADATA_FILE).exists() or not any(checkpoint.glob("*.safetensors"))
+
+
+def evaluate_saved(run_root: str | Path, checkpoint: str | Path, tasks: Sequence[Mapping[str, Any]], *,
+                   batch_size: int = 64, device: str = "auto", log: Log = print,
+                   sink: Optional[WandbSink] = None) -> Optional[dict[str, dict[str, Any]]]:
+    """Evaluate one checkpoint of a run unless ``state.json`` already records it; update the run's reports.
+
+    Returns the task results, or None when skipped, vanished or unreadable. ``PromptMismatch`` propagates:
+    it is a configuration error that every checkpoint would hit.
+    """
+    run_root, checkpoint = Path(run_root), Path(checkpoint)
+    state = EvalState(run_root / "eval")
+    if state.seen(checkpoint.name):
+        return None
+    try:
+        results = evaluate_checkpoint(checkpoint, tasks, run_root / "eval" / checkpoint.name, batch_size=batch_size,
+                                      device=device, log=log)
+    except PromptMismatch:
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded; the watcher goes on with the next checkpoint
+        status = "vanished" if _gone(checkpoint) else "failed"
+        log(f"[eval] {checkpoint.name}: {status} while loading ({type(err).__name__}: {err})")
+        state.mark(checkpoint.name, status, error=f"{type(err).__name__}: {err}")
+        return None
+    failed = [name for name, r in results.items() if r["embedstill"]["status"] != "ok"]
+    step = next(iter(results.values()))["embedstill"]["model"]["step"] if results else checkpoint_step(checkpoint, {})
+    state.mark(checkpoint.name, "done", step=step, failed_tasks=failed, scores=main_scores(results))
+    update_run_reports(run_root)
+    if sink is not None:
+        sink.log(step, all_scores(results))
+    return results
+
+
+class WatcherLock:
+    """``<run>/eval/watcher.lock`` holds the watcher's pid; a lock whose process is gone is taken over."""
+
+    def __init__(self, eval_dir: Path) -> None:
+        self.path = Path(eval_dir) / "watcher.lock"
+
+    def __enter__(self) -> "WatcherLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            try:
+                pid = int(self.path.read_text().strip() or 0)
+                os.kill(pid, 0)  # raises if no such process
+                if pid != os.getpid():
+                    raise RuntimeError(f"{self.path}: another evaluator (pid {pid}) is watching this run; stop it "
+                                       "first, or delete the lock file if that process is gone")
+            except (ValueError, ProcessLookupError):
+                pass  # stale lock from a stopped watcher
+        self.path.write_text(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def watch_run(run_root: str | Path, tasks: Sequence[Mapping[str, Any]], *, watch: bool = True,
+              poll_seconds: float = 10.0, idle_timeout_seconds: float = 3600.0, batch_size: int = 64,
+              device: str = "auto", log: Log = print, sink: Optional[WandbSink] = None,
+              sleep: Callable[[float], None] = time.sleep) -> dict[str, dict[str, dict[str, Any]]]:
+    """Evaluate every new complete checkpoint of ``run_root``; with ``watch`` keep polling until done or idle.
+
+    Returns ``{checkpoint name: task results}`` for the checkpoints evaluated by this call.
+    """
+    run_root = Path(run_root)
+    run = RunDir(run_root)
+    evaluated: dict[str, dict[str, dict[str, Any]]] = {}
+    last_new = time.monotonic()
+    with WatcherLock(run_root / "eval"):
+        while True:
+            done = (run_root / "DONE.json").exists()  # read before listing: the final checkpoint precedes it
+            state = EvalState(run_root / "eval")
+            pending = [p for p in run.step_dirs(run.checkpoints) if not state.seen(p.name)]
+            for checkpoint in pending:
+                results = evaluate_saved(run_root, checkpoint, tasks, batch_size=batch_size, device=device,
+                                         log=log, sink=sink)
+                if results is not None:
+                    evaluated[checkpoint.name] = results
+                last_new = time.monotonic()
+            if pending:
+                continue  # list again at once: more may have landed while we evaluated
+            if not watch or done:
+                break
+            if time.monotonic() - last_new > idle_timeout_seconds:
+                log(f"[eval] no new checkpoint in {idle_timeout_seconds:.0f}s and no {run_root / 'DONE.json'}: "
+                    "stopping (run again to continue)")
+                break
+            sleep(poll_seconds)
+    return evaluated
+
+
+def init_distributed(device: str) -> tuple[str, bool]:
+    """Under torchrun / accelerate launch (WORLD_SIZE > 1): join the process group, one GPU per process.
+
+    Returns (device for this process, is rank 0). Encoding is then sharded by ``encode_cached``.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        cuda = torch.cuda.is_available() and not device.startswith("cpu")
+        dist.init_process_group("nccl" if cuda else "gloo")
+        if cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+    return device, world()[0] == 0
+
+
+def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
+    """``python -m trainer.evaluate``: dispatch on checkpoint= / run_dir= (watch=) / runs=; returns the main metric."""
+    from omegaconf import OmegaConf
+
+    from trainer.evaluation.leaderboard import compare_runs
+
+    if cfg.runs:
+        out = Path(cfg.out_dir or Path(cfg.paths.runs) / "leaderboard")
+        rows = compare_runs(list(cfg.runs), out)
+        log(f"[eval] leaderboard of {len(rows)} checkpoints: {out / 'leaderboard.md'}")
+        return None
+    if bool(cfg.checkpoint) == bool(cfg.run_dir):
+        raise ValueError("give exactly one of checkpoint=PATH or run_dir=PATH (watch=true to follow a run), "
+                         "or runs=[RUN,...] for a leaderboard across runs")
+    tasks = [OmegaConf.to_container(t, resolve=True) for t in cfg.eval.tasks]
+    if not tasks:
+        raise ValueError("no eval tasks configured: pick a task set, e.g. eval=suite or eval=news")
+    device, is_main = init_distributed(cfg.device)
+    if cfg.checkpoint:
+        checkpoint = Path(cfg.checkpoint)
+        if not checkpoint.is_dir():
+            raise FileNotFoundError(f"checkpoint={checkpoint}: not a folder")
+        run_root = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+        default = run_root / "eval" / checkpoint.name if run_root else checkpoint.with_name(checkpoint.name + "-eval")
+        out = Path(cfg.out_dir) if cfg.out_dir else default
+        sink = WandbSink(cfg.logger if is_main else None, run_root)
+        results = evaluate_checkpoint(checkpoint, tasks, out, batch_size=cfg.eval.batch_size, device=device,
+                                      allow_no_metadata=cfg.allow_no_metadata, log=log)
+        if run_root is not None and out == default and is_main:
+            EvalState(run_root / "eval").mark(checkpoint.name, "done", scores=main_scores(results),
+                                              failed_tasks=[n for n, r in results.items()
+                                                            if r["embedstill"]["status"] != "ok"])
+            update_run_reports(run_root)
+        sink.log(next(iter(results.values()))["embedstill"]["model"]["step"], all_scores(results))
+        sink.finish()
+        log(f"[eval] results in {out}")
+    else:
+        run_root = Path(cfg.run_dir)
+        if world()[1] > 1:
+            raise ValueError("run_dir= (the watcher) runs as one process; launch several processes only with "
+                             "checkpoint= (each large task's encoding is then sharded over them)")
+        if not run_root.is_dir():
+            raise FileNotFoundError(f"run_dir={run_root}: not a folder")
+        sink = WandbSink(cfg.logger, run_root)
+        by_checkpoint = watch_run(run_root, tasks, watch=cfg.watch, poll_seconds=cfg.poll_seconds,
+                                  idle_timeout_seconds=cfg.idle_timeout_seconds, batch_size=cfg.eval.batch_size,
+                                  device=cfg.device, log=log, sink=sink)
+        sink.finish()
+        log(f"[eval] evaluated {len(by_checkpoint)} checkpoints; leaderboard: {run_root / 'eval' / 'leaderboard.md'}")
+        results = by_checkpoint[list(by_checkpoint)[-1]] if by_checkpoint else {}
+    scores = all_scores(results)
+    first = tasks[0]
+    metric = cfg.eval.metric or f"{first['name']}/{main_score_name(first)}"
+    return scores.get(metric)

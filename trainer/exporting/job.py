@@ -1,0 +1,91 @@
+"""The export job: checkpoint -> ONNX (+ int8) folder, verified against PyTorch, with a model card.
+
+    python -m trainer.export checkpoint=runs/demo/checkpoints/step-000090 out=runs/demo/onnx
+
+Output folder (written to a temporary sibling, then renamed):
+    model.onnx, model_int8.onnx (quantize=true), tokenizer files, embedstill.json, export.json (report), README.md
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from trainer.evaluation.retrieval import evaluate_retrieval, load_beir
+from trainer.exporting.card import model_card
+from trainer.exporting.onnx_model import OnnxEncoder, export_onnx, quantize_int8, verify
+from trainer.models.checkpoint import atomic_dir, read_metadata
+from trainer.models.encoder import METADATA_FILE, Encoder
+
+REQUIRED_ENCODER_KEYS = ("pooling", "normalize", "max_length_query", "max_length_passage", "prompts")
+FALLBACK_TEXTS = ["A short query.", "Health officials report a rise in flu cases across the region this winter.",
+                  "Markets fell sharply on Monday after the central bank raised interest rates again."]
+
+
+def checked_metadata(checkpoint: Path) -> dict[str, Any]:
+    """Our metadata, or an error that names what is missing."""
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(f"checkpoint={checkpoint}: no such folder")
+    metadata = read_metadata(checkpoint)
+    missing = [k for k in REQUIRED_ENCODER_KEYS if k not in metadata.get("encoder", {})]
+    if missing:
+        raise ValueError(f"{checkpoint / METADATA_FILE}: encoder: missing {', '.join(missing)} "
+                         "(needed to put pooling, normalisation and prompts into the graph)")
+    return metadata
+
+
+def int8_quality(cfg: DictConfig, encoder: Encoder, fp32: OnnxEncoder, int8: OnnxEncoder) -> dict[str, Any]:
+    """Main score of each held-out task with PyTorch, ONNX fp32 and ONNX int8."""
+    quality: dict[str, Any] = {}
+    for task in cfg.eval.tasks:
+        data = load_beir(task.path, task.split, task.max_queries)
+        scores = {name: evaluate_retrieval(model, data, cfg.eval.batch_size, task=task.task)[task.main_score]
+                  for name, model in (("torch", encoder), ("onnx_fp32", fp32), ("onnx_int8", int8))}
+        scores["int8_change"] = scores["onnx_int8"] - scores["onnx_fp32"]
+        quality[f"{task.name}/{task.main_score}"] = scores
+        print(f"{task.name}/{task.main_score}: torch {scores['torch']:.4f} onnx fp32 {scores['onnx_fp32']:.4f} "
+              f"int8 {scores['onnx_int8']:.4f} (int8 change {scores['int8_change']:+.4f}, "
+              f"{len(data.queries)} queries, {len(data.corpus)} documents)")
+    return quality
+
+
+def seed_texts(cfg: DictConfig) -> list[str]:
+    """Real texts from the first eval task for the verification inputs, else a fixed few."""
+    for task in cfg.eval.tasks:
+        data = load_beir(task.path, task.split, 20)
+        return data.queries[:20] + data.corpus[:20]
+    return FALLBACK_TEXTS
+
+
+def run_export(cfg: DictConfig) -> dict[str, Any]:
+    """Export, verify, optionally quantise and score, write the card; returns the report."""
+    checkpoint = Path(cfg.checkpoint)
+    metadata = checked_metadata(checkpoint)
+    encoder = Encoder.from_pretrained(str(checkpoint)).eval()
+    texts = seed_texts(cfg)
+    report: dict[str, Any] = {"checkpoint": str(checkpoint), "opset": cfg.opset}
+
+    def write(tmp: Path) -> None:
+        started = time.perf_counter()
+        report["inputs"] = export_onnx(encoder, tmp / "model.onnx", cfg.opset)
+        report["export_seconds"] = time.perf_counter() - started
+        fp32 = OnnxEncoder(tmp / "model.onnx", encoder)
+        report["verify"] = verify(encoder, fp32, texts, list(cfg.verify.batch_sizes), cfg.verify.tolerance,
+                                  cfg.verify.seed)
+        if cfg.quantize:
+            quantize_int8(tmp / "model.onnx", tmp / "model_int8.onnx")
+            int8 = OnnxEncoder(tmp / "model_int8.onnx", encoder)
+            report["int8"] = {"max_abs_diff_vs_fp32": float(abs(int8.encode(texts) - fp32.encode(texts)).max())}
+            report["quality"] = int8_quality(cfg, encoder, fp32, int8)
+        encoder.tokenizer.save_pretrained(tmp)
+        shutil.copy2(checkpoint / METADATA_FILE, tmp / METADATA_FILE)
+        (tmp / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "README.md").write_text(model_card(checkpoint, metadata, report))
+
+    out = atomic_dir(Path(cfg.out), write)
+    print(f"exported {checkpoint} -> {out}")
+    return report

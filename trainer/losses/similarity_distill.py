@@ -1,0 +1,35 @@
+"""Similarity-matrix distillation: the student's in-batch query-passage similarities match the teacher's.
+
+    pytest tests/test_distill.py -k similarity
+
+S (B, C): student similarities of each local query with every passage of the gathered batch; T (B, C): the
+teacher's, from its cached embeddings. Both are similarity matrices, so the dimensions of the two models never
+meet and no projection is needed:
+
+    L = 1/(B C) sum_ij (a_s S_ij - a_t T_ij)^2
+
+Shapes: ``student`` (B, C), ``teacher`` (B, C) -> scalar. Masked (-inf) entries are skipped.
+Reference: Tung & Mori 2019 (similarity-preserving KD); Kim et al. 2023 (embedding-to-embedding distillation).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SimilarityDistill(nn.Module):
+    inputs = "scores"
+
+    def __init__(self, student_scale: float = 1.0, teacher_scale: float = 1.0, weight: float = 1.0) -> None:
+        super().__init__()
+        self.student_scale = student_scale
+        self.teacher_scale = teacher_scale
+        self.weight = weight
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """student (B, C), teacher (B, C) -> scalar; ``labels`` is unused."""
+        if student.shape != teacher.shape:
+            raise ValueError(f"student {tuple(student.shape)} vs teacher {tuple(teacher.shape)} similarity matrices")
+        diff = student.float() * self.student_scale - teacher.detach().float() * self.teacher_scale  # (B, C)
+        keep = torch.isfinite(diff)
+        return torch.where(keep, diff, torch.zeros_like(diff)).pow(2).sum() / keep.sum().clamp(min=1)

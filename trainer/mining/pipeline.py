@@ -1,0 +1,261 @@
+"""The mining stage: encode (cached) -> index -> search in chunks -> selection rules -> teacher filter -> write.
+
+    python -m trainer.mine input_files='[data/build/news/train.jsonl]' out_dir=data/build/news/mined
+
+``mine_negatives`` is the reusable core (also used for re-mining during training); ``run`` adds loading,
+the output JSONL in the training schema, ``report.json`` and ``scores.png``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from trainer.data.dataset import load_examples
+from trainer.data.schema import DataError, Example, validate_row
+from trainer.encoding import EmbeddingCache, text_keys, encode_cached
+from trainer.mining.config import IndexConfig, SelectConfig, TeacherFilterConfig
+from trainer.mining.index import build_index, search
+from trainer.mining.report import atomic_write_text, score_summary, write_histogram, write_report
+from trainer.mining.select import RULES, candidates, sample
+from trainer.mining.teacher import build_teacher, teacher_cache_keys, teacher_filter
+from trainer.models.encoder import METADATA_FILE, Encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MineResult:
+    negatives: list[list[str]]  # per query, the selected negative texts in rank order
+    neg_scores: list[list[float]]  # miner scores of those
+    pos_scores: np.ndarray  # (Q,) miner score of each query's weakest positive
+    teacher_pos: Optional[list[list[float]]] = None  # teacher scores of every positive
+    teacher_neg: Optional[list[list[float]]] = None  # teacher scores of the selected negatives
+    counts: Counter = field(default_factory=Counter)
+    cache_keys: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def load_corpus(path: str | Path) -> list[str]:
+    """Texts of a JSONL corpus ``{"id": ..., "text": ...}``; a bad line stops with ``path:line: field: problem``."""
+    texts = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: row: invalid JSON: {err.msg} at column {err.colno}") from None
+            if not isinstance(row, dict) or "text" not in row:
+                raise DataError(f"{where}: text: missing")
+            if not isinstance(row["text"], str) or not row["text"].strip():
+                raise DataError(f"{where}: text: must be a non-empty string")
+            texts.append(row["text"])
+    if not texts:
+        raise ValueError(f"{path}: the corpus is empty")
+    return texts
+
+
+def default_corpus(examples: Sequence[Example]) -> list[str]:
+    """Every distinct passage (positives and negatives) of the data, first occurrence first."""
+    return list(dict.fromkeys(t for ex in examples for t in (*ex.pos, *ex.neg)))
+
+
+def encode_queries(encoder: Encoder, examples: Sequence[Example], cache_root: Optional[str | Path],
+                   batch_size: int, chunk: int, keys: dict[str, str]) -> np.ndarray:
+    """(Q, D) query embeddings with each row's task instruction (or own instruction), one cache per task."""
+    out = np.zeros((len(examples), encoder.dim), dtype=np.float32)
+    for task in dict.fromkeys(ex.task for ex in examples):
+        rows = [i for i, ex in enumerate(examples) if ex.task == task]
+        if cache_root is not None:
+            keys["query" + (f"_{task}" if task else "")] = EmbeddingCache(cache_root, encoder, "query", task).key
+        out[rows] = encode_cached(encoder, [examples[i].query for i in rows], "query", cache_root=cache_root,
+                                  task=task, batch_size=batch_size, chunk_size=chunk,
+                                  instructions=[examples[i].instruction for i in rows])
+    return out
+
+
+def positive_scores(query_emb: np.ndarray, examples: Sequence[Example], corpus_tids: np.ndarray,
+                    corpus_emb: np.ndarray, encode: Any) -> tuple[np.ndarray, int]:
+    """(Q,) weakest-positive miner score; positives absent from the corpus are encoded (and counted)."""
+    pos_texts = list(dict.fromkeys(t for ex in examples for t in ex.pos))
+    tids = text_keys(pos_texts)
+    order = np.argsort(corpus_tids)
+    at = np.clip(np.searchsorted(corpus_tids, tids, sorter=order), 0, len(order) - 1)
+    rows = order[at]
+    present = corpus_tids[rows] == tids
+    emb = np.zeros((len(pos_texts), corpus_emb.shape[1]), dtype=np.float32)
+    emb[present] = corpus_emb[rows[present]]
+    if not present.all():
+        emb[~present] = encode([t for t, p in zip(pos_texts, present) if not p])
+    where = {t: i for i, t in enumerate(pos_texts)}
+    scores = np.array([min(float(query_emb[q] @ emb[where[t]]) for t in ex.pos) for q, ex in enumerate(examples)],
+                      dtype=np.float32)
+    absent = {t for t, p in zip(pos_texts, present) if not p}
+    return scores, sum(1 for ex in examples for t in ex.pos if t in absent)
+
+
+def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequence[str],
+                   index_cfg: IndexConfig, select_cfg: SelectConfig, *, cache_root: Optional[str | Path] = None,
+                   batch_size: int = 64, encode_chunk: int = 4096, teacher: Optional[Any] = None,
+                   teacher_cfg: Optional[TeacherFilterConfig] = None) -> MineResult:
+    """Select negatives for every example from ``corpus``; the same result on every process."""
+    if not corpus:
+        raise ValueError("the corpus is empty: nothing to mine negatives from")
+    if not examples:
+        raise ValueError("no queries to mine negatives for")
+    res = MineResult(negatives=[], neg_scores=[], pos_scores=np.zeros(0))
+    clock = time.perf_counter()
+    corpus = list(corpus)
+    if cache_root is not None:
+        res.cache_keys["corpus"] = EmbeddingCache(cache_root, encoder, "passage").key
+
+    def encode_passages(texts: list[str]) -> np.ndarray:
+        return encode_cached(encoder, texts, "passage", cache_root=cache_root, batch_size=batch_size,
+                             chunk_size=encode_chunk)
+
+    corpus_emb = encode_passages(corpus)  # (C, D)
+    query_emb = encode_queries(encoder, examples, cache_root, batch_size, encode_chunk, res.cache_keys)  # (Q, D)
+    corpus_tids = text_keys(corpus)
+    res.pos_scores, absent = positive_scores(query_emb, examples, corpus_tids, corpus_emb, encode_passages)
+    if absent:
+        res.counts["positives_not_in_corpus"] = absent
+        log.warning("%d positives are not in the corpus (encoded separately; excluded by text as usual)", absent)
+    res.seconds["encode"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    index = build_index(corpus_emb, index_cfg)
+    res.seconds["index"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    max_pos = max(len(ex.pos) for ex in examples)
+    k = select_cfg.max_rank + max_pos + int(select_cfg.exclude_query_text)  # room for the excluded ones
+    scores, ids = search(index, query_emb, k, index_cfg.search_batch)  # (Q, k) each
+    del index
+    res.seconds["search"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    cand_tids = np.where(ids >= 0, corpus_tids[np.clip(ids, 0, None)], -1)  # (Q, k)
+    pos_tids = [set(text_keys(ex.pos).tolist()) for ex in examples]
+    query_tids = text_keys([ex.query for ex in examples])
+    res.counts["candidates"] = int(ids.size)
+    survivors = candidates(cand_tids, scores, pos_tids, query_tids, res.pos_scores, select_cfg, res.counts)
+    texts = [[corpus[ids[q, c]] for c in cols] for q, cols in enumerate(survivors)]
+    miner = [[float(scores[q, c]) for c in cols] for q, cols in enumerate(survivors)]
+    teacher_scores: Optional[list[list[float]]] = None
+    if teacher is not None:
+        t0 = time.perf_counter()
+        before = texts
+        texts, teacher_scores, res.teacher_pos = teacher_filter(
+            teacher, [ex.query for ex in examples], [ex.pos for ex in examples], texts,
+            teacher_cfg or TeacherFilterConfig(), res.counts)
+        miner = [[m[b.index(t)] for t in kept] for m, b, kept in zip(miner, before, texts)]
+        res.cache_keys.update(teacher_cache_keys(teacher, cache_root))
+        res.seconds["teacher"] = time.perf_counter() - t0
+    picks = sample([list(range(len(t))) for t in texts], select_cfg, np.arange(len(examples)), res.counts)
+    res.negatives = [[t[i] for i in p] for t, p in zip(texts, picks)]
+    res.neg_scores = [[m[i] for i in p] for m, p in zip(miner, picks)]
+    if teacher_scores is not None:
+        res.teacher_neg = [[s[i] for i in p] for s, p in zip(teacher_scores, picks)]
+    res.seconds["select"] = time.perf_counter() - clock
+    return res
+
+
+def load_miner(model_cfg: Any) -> Encoder:
+    """Our checkpoints carry their own prompts and pooling (embedstill.json); other models use ``model.*``."""
+    path = Path(str(model_cfg.name_or_path))
+    if (path / METADATA_FILE).exists():
+        return Encoder.from_pretrained(str(path), dtype=model_cfg.get("dtype", "float32"))
+    return Encoder.from_config(model_cfg)
+
+
+def output_rows(examples: Sequence[Example], res: MineResult, keep_existing: bool) -> list[dict[str, Any]]:
+    rows = []
+    for q, ex in enumerate(examples):
+        mined = [t for t in res.negatives[q] if not keep_existing or t not in ex.neg]
+        neg = (list(ex.neg) if keep_existing else []) + mined
+        row: dict[str, Any] = {"query": ex.query, "pos": list(ex.pos), "neg": neg}
+        if ex.task is not None:
+            row["task"] = ex.task
+        if ex.instruction is not None:
+            row["instruction"] = ex.instruction
+        if res.teacher_neg is not None and res.teacher_pos is not None and not (keep_existing and ex.neg):
+            row["pos_scores"], row["neg_scores"] = res.teacher_pos[q], res.teacher_neg[q]
+        validate_row(row, f"mined row {q + 1}")  # the output always loads as training data
+        rows.append(row)
+    return rows
+
+
+def processes() -> tuple[Any, bool]:
+    """(device, is main process). Under ``accelerate launch``/``torchrun`` this joins the process group, so
+    encoding is sharded; a single process gets the GPU when there is one."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState()
+        return state.device, state.is_main_process
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu"), True
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """Mine as configured (a composed ``conf/mine.yaml``); writes the outputs and returns the report."""
+    from omegaconf import OmegaConf
+
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    started = time.perf_counter()
+    device, main = processes()
+    examples, load_report = load_examples(list(cfg.input_files), on_error=cfg.on_error, max_rows=cfg.max_rows)
+    corpus = load_corpus(cfg.corpus_file) if cfg.corpus_file else default_corpus(examples)
+    encoder = load_miner(cfg.model).to(device)
+    teacher = build_teacher(cfg.teacher, cfg.cache_dir)
+    if teacher is not None:
+        teacher.to(device)
+    # Plain dataclasses from here on: the selection loop reads its settings often, DictConfig access is slow.
+    index_cfg, select_cfg, teacher_cfg = (OmegaConf.to_object(c) for c in (cfg.index, cfg.select, cfg.teacher))
+    res = mine_negatives(encoder, examples, corpus, index_cfg, select_cfg, cache_root=cfg.cache_dir,
+                         batch_size=cfg.batch_size, encode_chunk=cfg.encode_chunk, teacher=teacher,
+                         teacher_cfg=teacher_cfg)
+    out = Path(cfg.out_dir)
+    rows = output_rows(examples, res, cfg.keep_existing_negatives)
+    if main:  # every process computed the same result; one writes it
+        atomic_write_text(out / "train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    counts = dict(res.counts)
+    report = {
+        "output": str(out / "train.jsonl"), "queries": len(examples), "corpus": len(corpus),
+        "input": load_report.summary(), "removed": {r: counts.get(r, 0) for r in (*RULES, "teacher",
+                                                                                   "teacher_unscored")},
+        "counts": counts, "cache_keys": res.cache_keys, "seconds": {**res.seconds,
+                                                                   "total": time.perf_counter() - started},
+        "miner_scores": {"positive": score_summary(res.pos_scores.tolist()),
+                         "negative": score_summary([s for row in res.neg_scores for s in row])},
+        "settings": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if res.teacher_pos is not None and res.teacher_neg is not None:
+        report["teacher_scores"] = {"positive": score_summary([s for r in res.teacher_pos for s in r]),
+                                    "negative": score_summary([s for r in res.teacher_neg for s in r])}
+    if counts.get("queries_short"):
+        log.warning("%d of %d queries got fewer than %d negatives (see report.json)", counts["queries_short"],
+                    len(examples), cfg.select.num_negatives)
+    if not main:
+        return report
+    if cfg.histogram:
+        panels = {"miner": (res.pos_scores.tolist(), [s for row in res.neg_scores for s in row])}
+        if res.teacher_pos is not None and res.teacher_neg is not None:
+            panels["teacher"] = ([s for r in res.teacher_pos for s in r], [s for r in res.teacher_neg for s in r])
+        report["histogram"] = str(write_histogram(out / "scores.png", panels))
+    write_report(out / "report.json", report)
+    return report

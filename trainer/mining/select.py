@@ -1,0 +1,115 @@
+"""Selection rules for mined negatives; each rule counts what it removes.
+
+    pytest -q tests/test_mining.py -k select
+
+Per query, the index returns candidates in score order. In this order of application:
+    positive    the candidate is one of the query's known positives
+    same_text   its text equals a positive's text (a duplicate passage), the query's text, or an earlier candidate's
+    rank_window after those exclusions, ranks 1..skip_top are skipped and ranks above max_rank dropped
+    margin      absolute: kept only if neg < pos - margin
+    relative    TopK-PercPos (NV-Retriever): kept only if neg < pos - |pos| * (1 - p)   (= p * pos for pos > 0)
+    max_score   kept only if neg <= max_score
+then the teacher filter (``trainer.mining.teacher``) and sampling (``sample``: the best ``num_negatives``
+survivors, or a uniform draw from rng(seed, query index)). ``pos`` is the query's weakest positive score, so a
+candidate must clear every positive.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+
+from trainer.mining.config import SelectConfig
+
+RULES = ("missing", "positive", "same_text", "rank_window", "margin", "relative", "max_score")
+
+
+def threshold_masks(scores: np.ndarray, pos_scores: np.ndarray, cfg: SelectConfig) -> dict[str, np.ndarray]:
+    """Boolean (Q, K) masks of candidates each score rule REMOVES (independently of the other rules)."""
+    pos = pos_scores[:, None]  # (Q, 1)
+    masks = {}
+    if cfg.margin is not None:
+        masks["margin"] = ~(scores < pos - cfg.margin)
+    if cfg.relative is not None:
+        if not 0.0 < cfg.relative <= 1.0:
+            raise ValueError(f"select.relative must be in (0, 1], got {cfg.relative}")
+        masks["relative"] = ~(scores < pos - np.abs(pos) * (1.0 - cfg.relative))
+    if cfg.max_score is not None:
+        masks["max_score"] = scores > cfg.max_score
+    return masks
+
+
+def candidates(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: Sequence[set[int]],
+               query_tids: np.ndarray, pos_scores: np.ndarray, cfg: SelectConfig,
+               counts: Counter) -> list[list[int]]:
+    """Columns of ``cand_tids`` (Q, K) that survive every rule, per query in rank order; ``counts`` is updated.
+
+    Args:
+        cand_tids: (Q, K) text ids of the retrieved passages in score order, -1 where the index had fewer.
+        cand_scores: (Q, K) miner scores of those passages.
+        pos_tids: per query, the text ids of its positives.
+        query_tids: (Q,) text ids of the queries.
+        pos_scores: (Q,) the weakest positive's miner score per query.
+    """
+    if cfg.skip_top < 0 or cfg.max_rank <= cfg.skip_top:
+        raise ValueError(f"select: need 0 <= skip_top < max_rank, got skip_top={cfg.skip_top}, "
+                         f"max_rank={cfg.max_rank}")
+    q_count, k = cand_tids.shape
+    missing = cand_tids == -1  # (Q, K)
+    # Later copies of a text in the same row: sort each row, mark entries equal to their sorted predecessor.
+    order = np.argsort(cand_tids, axis=1, kind="stable")
+    sorted_tids = np.take_along_axis(cand_tids, order, 1)
+    repeat_sorted = np.zeros_like(missing)
+    repeat_sorted[:, 1:] = sorted_tids[:, 1:] == sorted_tids[:, :-1]
+    repeat = np.zeros_like(missing)
+    np.put_along_axis(repeat, order, repeat_sorted, 1)
+    repeat &= ~missing
+    width = max((len(p) for p in pos_tids), default=0)
+    pos_matrix = np.full((q_count, max(width, 1)), -2, dtype=np.int64)  # (Q, P), -2 pads (never a text id)
+    for q, p in enumerate(pos_tids):
+        pos_matrix[q, :len(p)] = sorted(p)
+    is_pos = (cand_tids[:, :, None] == pos_matrix[:, None, :]).any(-1) & ~missing & ~repeat  # (Q, K)
+    is_query = (cand_tids == query_tids[:, None]) & ~missing & ~repeat & ~is_pos if cfg.exclude_query_text \
+        else np.zeros_like(missing)
+    same_text = repeat | is_query
+    eligible = ~(missing | is_pos | same_text)
+    rank = np.cumsum(eligible, axis=1)  # rank among eligible candidates, 1-based where eligible
+    outside = eligible & ((rank <= cfg.skip_top) | (rank > cfg.max_rank))
+    alive = eligible & ~outside
+    counts.update({"missing": int(missing.sum()), "positive": int(is_pos.sum()),
+                   "same_text": int(same_text.sum()), "rank_window": int(outside.sum())})
+    masks = threshold_masks(cand_scores, pos_scores, cfg)
+    for name in ("margin", "relative", "max_score"):  # each removal counted under the first rule that removes it
+        if name in masks:
+            removed = alive & masks[name]
+            counts[name] += int(removed.sum())
+            alive &= ~removed
+    rows, cols = np.nonzero(alive)  # row-major: columns stay in rank order
+    splits = np.searchsorted(rows, np.arange(1, q_count))
+    return [c.tolist() for c in np.split(cols, splits)]
+
+
+def sample(survivors: list[list[int]], cfg: SelectConfig, query_index: np.ndarray, counts: Counter,
+           ) -> list[list[int]]:
+    """Pick up to ``num_negatives`` of each query's survivors (rank order kept); counts the rest as not_sampled."""
+    if cfg.sampling not in ("top", "random"):
+        raise ValueError(f"select.sampling must be top or random, got {cfg.sampling!r}")
+    n = cfg.num_negatives
+    chosen: list[list[int]] = []
+    for q, cols in enumerate(survivors):
+        if len(cols) <= n:
+            pick = cols
+        elif cfg.sampling == "top":
+            pick = cols[:n]
+        else:
+            rng = np.random.default_rng([cfg.seed, int(query_index[q])])
+            pick = [cols[i] for i in sorted(rng.choice(len(cols), size=n, replace=False).tolist())]
+        counts["not_sampled"] += len(cols) - len(pick)
+        counts["selected"] += len(pick)
+        if len(pick) < n:
+            counts["queries_short"] += 1
+        if not pick:
+            counts["queries_without_negatives"] += 1
+        chosen.append(pick)
+    return chosen

@@ -1,0 +1,87 @@
+"""Distillation parts of the objective: candidate scores for a batch, and the configured weighted losses.
+
+    pytest tests/test_distill.py
+
+``candidate_scores`` builds the (student, teacher) score matrices every score-based loss reads:
+  - with cached teacher embeddings (``teacher_query``/``teacher_passage`` in the batch): each local query against
+    every passage of the gathered batch, (B, W*B*(1+k)); the positive of query i sits at column (offset+i)*(1+k);
+  - with pair scores only (``teacher_scores`` (B, 1+k)): each query against its own [positive, negatives], column 0.
+Student scores are dot products of its embeddings (cosines when normalised); gathering goes through
+``trainer.distributed`` (with gradients for the student, without for the teacher).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from trainer.distributed import gather_no_grad, gather_with_grad, local_offset
+from trainer.losses.embedding_distill import EmbeddingDistill
+from trainer.losses.listwise_kl import ListwiseKL
+from trainer.losses.margin_mse import MarginMSE
+from trainer.losses.similarity_distill import SimilarityDistill
+
+PART_NAMES = {"listwise_kl": "kl", "margin_mse": "margin_mse", "embedding": "embed_distill",
+              "similarity": "sim_distill"}  # config key -> logged part name
+
+
+def candidate_scores(query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any],
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(student (B, C), teacher (B, C), labels (B,) column of each query's positive)."""
+    size = query.shape[0]
+    group = passages.shape[0] // size  # 1 + k
+    if "teacher_query" in batch:
+        all_passages = gather_with_grad(passages)  # (W*B*(1+k), D)
+        all_teacher = gather_no_grad(batch["teacher_passage"].float())  # (W*B*(1+k), D_t)
+        student = query @ all_passages.T  # (B, W*B*(1+k))
+        teacher = batch["teacher_query"].float() @ all_teacher.T  # (B, W*B*(1+k))
+        labels = (local_offset(size) + torch.arange(size, device=query.device)) * group
+        return student, teacher, labels
+    if "teacher_scores" in batch:
+        student = (query.unsqueeze(1) * passages.view(size, group, -1)).sum(-1)  # (B, 1+k)
+        labels = torch.zeros(size, dtype=torch.long, device=query.device)
+        return student, batch["teacher_scores"].float(), labels
+    raise KeyError("distillation needs teacher targets in the batch (teacher_query/teacher_passage from a "
+                   "bi-encoder teacher, or teacher_scores from the data or a cross-encoder): set teacher=...")
+
+
+def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Tensor,
+                  batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Weighted distillation parts, one per configured loss, named as in ``PART_NAMES``."""
+    parts: dict[str, torch.Tensor] = {}
+    scores: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+    for name, loss in losses.items():
+        if loss.inputs == "embeddings":
+            if "teacher_query" not in batch:
+                raise KeyError("embedding distillation needs cached teacher embeddings (a bi-encoder teacher)")
+            student = torch.cat([query, passages])  # (B + B*(1+k), D_s)
+            teacher = torch.cat([batch["teacher_query"], batch["teacher_passage"]])  # (B + B*(1+k), D_t)
+            value = loss(student, teacher)
+        else:
+            scores = scores if scores is not None else candidate_scores(query, passages, batch)
+            value = loss(*scores)
+        parts[name] = loss.weight * value
+    return parts
+
+
+def build_distill_losses(cfg: Optional[DictConfig], student_dim: int, teacher_dim: Optional[int]) -> nn.ModuleDict:
+    """The losses of ``cfg.distill`` whose weight is > 0, keyed by their logged part names."""
+    losses = nn.ModuleDict()
+    if cfg is None:
+        return losses
+    kl, margin, embedding, similarity = cfg.listwise_kl, cfg.margin_mse, cfg.embedding, cfg.similarity
+    if kl.weight > 0:
+        losses[PART_NAMES["listwise_kl"]] = ListwiseKL(kl.student_temperature, kl.teacher_temperature,
+                                                       kl.t2_scaling, kl.weight)
+    if margin.weight > 0:
+        losses[PART_NAMES["margin_mse"]] = MarginMSE(margin.student_scale, margin.teacher_scale, margin.weight)
+    if embedding.weight > 0:
+        if teacher_dim is None:
+            raise ValueError("distill.embedding needs a bi-encoder teacher (its embedding dimension)")
+        losses[PART_NAMES["embedding"]] = EmbeddingDistill(student_dim, teacher_dim, embedding.kind, embedding.weight)
+    if similarity.weight > 0:
+        losses[PART_NAMES["similarity"]] = SimilarityDistill(similarity.student_scale, similarity.teacher_scale,
+                                                             similarity.weight)
+    return losses

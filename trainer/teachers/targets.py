@@ -1,0 +1,190 @@
+"""Teacher targets: run the teacher once over the training texts, then annotate every batch from memory.
+
+    python -m trainer.train experiment=distill          # builds these before the first step
+    python -m trainer.teachers.targets experiment=distill   # only fill the teacher cache (e.g. before a sweep)
+
+Before training, ``build_teacher_targets`` embeds every query and every passage of the training rows with the
+teacher (bi-encoders: through the on-disk cache of ``trainer.encoding``, sharded over processes) or scores every
+(query, passage) pair (cross-encoders: a pair-score cache file). The teacher is then dropped. During training the
+collator looks rows up by ``index`` (example -> query row) and ``passage_ids`` (text id -> passage row), so epochs,
+resumes and sweeps never run the teacher again. Batches gain:
+
+    teacher_query   (B, D_t)        teacher embedding of each query
+    teacher_passage (B*(1+k), D_t)  teacher embedding of each passage, query-major like ``passage``
+    teacher_scores  (B, 1+k)        cross-encoder pair scores (precomputed teachers: already set by the data)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from trainer.data.dataset import text_id
+from trainer.data.schema import Example
+from trainer.distributed import world
+
+
+def _row_lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
+    """Rows of ``ids`` in ``sorted_ids``; a miss means the batch holds a text the teacher never saw."""
+    pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
+    if not len(sorted_ids) or not (sorted_ids[pos] == ids).all():
+        raise KeyError(f"{what}: a batch text has no teacher target (the targets were built from other data)")
+    return pos
+
+
+class TeacherTargets:
+    """Teacher embeddings (or pair scores) of the training texts, held in memory."""
+
+    def __init__(self, query_emb: Optional[np.ndarray] = None, passage_ids: Optional[np.ndarray] = None,
+                 passage_emb: Optional[np.ndarray] = None, pair_keys: Optional[np.ndarray] = None,
+                 pair_scores: Optional[np.ndarray] = None, query_ids: Optional[np.ndarray] = None) -> None:
+        self.query_emb = query_emb  # (num_examples, D_t)
+        self.passage_ids = passage_ids  # (M,) sorted text ids
+        self.passage_emb = passage_emb  # (M, D_t)
+        self.query_ids = query_ids  # (num_examples,) text id of each example's query (pair keys)
+        self.pair_keys = pair_keys  # (P,) sorted
+        self.pair_scores = pair_scores  # (P,)
+
+    @property
+    def dim(self) -> Optional[int]:
+        return None if self.query_emb is None else int(self.query_emb.shape[1])
+
+    def annotate(self, batch: dict[str, Any]) -> dict[str, Any]:
+        index = batch["index"].numpy()  # (B,)
+        pids = batch["passage_ids"].numpy()  # (B*(1+k),)
+        if self.query_emb is not None and self.passage_emb is not None and self.passage_ids is not None:
+            batch["teacher_query"] = torch.from_numpy(self.query_emb[index])  # (B, D_t)
+            rows = _row_lookup(self.passage_ids, pids, "teacher passage embeddings")
+            batch["teacher_passage"] = torch.from_numpy(self.passage_emb[rows])  # (B*(1+k), D_t)
+        if self.pair_keys is not None and self.pair_scores is not None and self.query_ids is not None:
+            group = len(pids) // len(index)
+            keys = pair_key(np.repeat(self.query_ids[index], group), pids)
+            rows = _row_lookup(self.pair_keys, keys, "teacher pair scores")
+            batch["teacher_scores"] = torch.from_numpy(self.pair_scores[rows].reshape(len(index), group))
+        return batch
+
+
+class TeacherCollator:
+    """Wraps the data collator: ``Collator`` output plus the teacher's targets for the batch."""
+
+    def __init__(self, base: Callable[[list[Any]], dict[str, Any]], targets: TeacherTargets) -> None:
+        self.base = base
+        self.targets = targets
+
+    def __call__(self, samples: list[Any]) -> dict[str, Any]:
+        return self.targets.annotate(self.base(samples))
+
+
+def pair_key(query_ids: np.ndarray, passage_ids: np.ndarray) -> np.ndarray:
+    """(N,) int64 key of (query id, passage id) pairs (a mix of two 63-bit hashes; wraps around 2^64)."""
+    with np.errstate(over="ignore"):
+        mixed = query_ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ passage_ids.astype(np.uint64)
+    return (mixed >> np.uint64(1)).astype(np.int64)
+
+
+def _unique_passages(examples: list[Example]) -> tuple[np.ndarray, list[str]]:
+    """Sorted unique text ids of every positive and negative, and their texts."""
+    by_id = {text_id(t): t for ex in examples for t in (*ex.pos, *ex.neg)}
+    ids = np.array(sorted(by_id), dtype=np.int64)
+    return ids, [by_id[int(i)] for i in ids]
+
+
+def embedding_targets(teacher: Any, examples: list[Example]) -> TeacherTargets:
+    """Embed every query (with its task) and every unique passage once, through the teacher's cache."""
+    query_emb = teacher.embed([ex.query for ex in examples], "query", [ex.task for ex in examples])
+    ids, texts = _unique_passages(examples)
+    passage_emb = teacher.embed(texts, "passage")
+    return TeacherTargets(query_emb=query_emb, passage_ids=ids, passage_emb=passage_emb)
+
+
+def pair_score_targets(teacher: Any, examples: list[Example], cache_root: Optional[str]) -> TeacherTargets:
+    """Score every (query, positive/negative) pair once; scores cached in ``cache_root/<teacher key>.npz``."""
+    query_ids = np.array([text_id(ex.query) for ex in examples], dtype=np.int64)
+    pairs = {}
+    for ex, qid in zip(examples, query_ids):
+        for passage in (*ex.pos, *ex.neg):
+            pairs[int(pair_key(np.array([qid]), np.array([text_id(passage)]))[0])] = (ex.query, passage)
+    keys = np.array(sorted(pairs), dtype=np.int64)
+    scores = np.full(len(keys), np.nan, dtype=np.float32)
+    cache_file = None
+    if cache_root is not None:
+        digest = hashlib.sha256(json.dumps([teacher.source, teacher.max_length]).encode()).hexdigest()[:24]
+        cache_file = Path(cache_root) / f"pairs-{digest}.npz"
+        if cache_file.exists():
+            with np.load(cache_file) as z:
+                rows = np.clip(np.searchsorted(z["keys"], keys), 0, max(len(z["keys"]) - 1, 0))
+                hit = z["keys"][rows] == keys if len(z["keys"]) else np.zeros(len(keys), bool)
+                scores[hit] = z["scores"][rows[hit]]
+    todo = np.flatnonzero(np.isnan(scores))
+    if len(todo):
+        scores[todo] = teacher.score([pairs[int(keys[i])][0] for i in todo], [pairs[int(keys[i])][1] for i in todo])
+        if cache_file is not None and world()[0] == 0:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-pairs-", suffix=".npz", dir=cache_file.parent)
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, keys=keys, scores=scores)
+            os.replace(tmp, cache_file)
+    return TeacherTargets(pair_keys=keys, pair_scores=scores, query_ids=query_ids)
+
+
+def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Optional[torch.device] = None,
+                          log: Callable[[str], None] = print) -> Optional[TeacherTargets]:
+    """Targets for ``cfg.teacher`` over ``examples``; None when there is no teacher or it is precomputed."""
+    weights = distill_weights(cfg)
+    if cfg.get("teacher") is None:
+        if any(weights.values()):
+            raise ValueError(f"distillation weights {weights} need a teacher: add teacher=mpnet (or "
+                             "teacher=precomputed with pos_scores/neg_scores in the data)")
+        return None
+    teacher = hydra.utils.instantiate(cfg.teacher)
+    if teacher.dim is None and (weights["embedding"] or weights["similarity"]):
+        raise ValueError(f"teacher {teacher.name} scores pairs only: embedding and similarity distillation "
+                         "need a bi-encoder teacher (teacher=mpnet)")
+    if type(teacher).__name__ == "PrecomputedTeacher":
+        k = cfg.data.num_negatives
+        missing = [i for i, ex in enumerate(examples) if ex.pos_scores is None or (k and ex.neg_scores is None)]
+        if missing:
+            raise ValueError(f"teacher=precomputed but {len(missing)} training rows lack pos_scores"
+                             f"{'/neg_scores' if k else ''} (first: row {missing[0] + 1})")
+        return None
+    if device is not None:
+        teacher.to(device)
+    log(f"teacher {teacher.name}: computing targets for {len(examples)} training rows (cached)")
+    if teacher.dim is not None:
+        targets = embedding_targets(teacher, examples)
+    else:
+        targets = pair_score_targets(teacher, examples, cfg.teacher.get("cache_root"))
+    del teacher  # never used again: free its memory before the student trains
+    return targets
+
+
+def distill_weights(cfg: DictConfig) -> dict[str, float]:
+    distill = cfg.get("distill") or {}
+    return {name: float((distill.get(name) or {}).get("weight", 0.0))
+            for name in ("listwise_kl", "margin_mse", "embedding", "similarity")}
+
+
+if __name__ == "__main__":
+    import sys
+
+    from hydra import compose, initialize_config_dir
+
+    from trainer.config import CONF_DIR, register_configs
+    from trainer.data.dataset import load_examples
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        config = compose(config_name="train", overrides=sys.argv[1:])
+    rows, report = load_examples(list(config.data.train_files), config.data.format, config.data.on_error,
+                                 config.data.max_rows)
+    print(f"data: {report.summary()}")
+    built = build_teacher_targets(config, rows)
+    print("no teacher targets to build" if built is None else f"teacher targets ready: dim {built.dim}")
