@@ -48,6 +48,17 @@ def build_tiny_model(folder: Path, hidden: int = 32, layers: int = 2, seed: int 
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Any:
+    """Tiny models: one intra-op thread is far faster than two on a busy 2-core machine (no spin-waiting)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_bert"))

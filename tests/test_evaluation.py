@@ -21,16 +21,7 @@ from trainer.evaluation.retrieval import retrieval_metrics
 from trainer.evaluation.tasks import TaskFileError, load_task
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """Tiny models: one intra-op thread is ~100x faster than two on a busy 2-core machine (no spin-waiting)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ---------------------------------------------------------------- metrics on hand-made cases
 

@@ -17,16 +17,7 @@ import pytest
 from conftest import make_rows, write_beir, write_jsonl
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """Tiny models: one intra-op thread is ~100x faster than two on a busy 2-core machine (no spin-waiting)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _save(tiny_model: Path, target: Path, step: int) -> Path:
     from trainer.models.checkpoint import save_checkpoint
