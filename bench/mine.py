@@ -1,17 +1,20 @@
 """Hard-negative mining: ``python -m trainer.mine`` vs ``sentence_transformers.util.mine_hard_negatives``.
 
     python bench/mine.py                                   # 50,000 passages -> bench/results/mine.json
-    python bench/mine.py --passages 2000 --threads 1       # a smaller run (say so when reporting it)
+    python bench/mine.py --passages 2000 --out /tmp/m.json # a smaller run (say so when reporting it)
 
 Same model (bundled all-MiniLM-L6-v2, max_seq_length 128 for queries and passages), same corpus (news training
 articles plus WordNet definitions, ``data/build``; news makes up 5.8% of the passages, as in the full 50k set),
 same queries (headline -> article, term -> definition, one query per passage), same settings (range 0..50,
 absolute margin 0.05, 5 negatives, top sampling, exact inner-product FAISS index). Each run is a fresh
-subprocess (fair peak memory), in the order ours-cold, peer-cold, ours-warm, peer-warm, so machine load hits both.
-Timed: reading the data files, loading the model, mining (ours also writes its JSONL, report and histogram).
+subprocess (fair peak memory), one after another: ours cold (default ``precision=fast``: bf16 autocast where
+the CPU has native bf16), peer cold (float32), ours cold with ``precision=float32``, ours warm, peer warm, ours
+warm with the embedding cache alone (stored search results removed).
+Timed: reading the data files, loading the model, mining (ours also writes its JSONL and report; the peer returns
+a Dataset). Turning either output into {query: negatives} for the overlap comes after the clock stops.
 Cold: an empty cache folder; warm: the same folder again (the peer's ``cache_folder`` .npy cache vs our
-per-text embedding cache). Peak memory: peak RSS of the process minus its RSS right before the timed part.
-Ours runs with ``histogram=false`` (the peer draws none).
+per-text embedding cache and stored search result). Peak memory: peak RSS of the process minus its RSS right
+before the timed part. Ours runs with ``histogram=false`` (the peer draws none).
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def rss_now() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def run_ours(work: Path, cache: Path, out: Path) -> dict[str, list[str]]:
+def run_ours(work: Path, cache: Path, out: Path, extra: list[str]) -> Path:
     from hydra import compose, initialize_config_dir
 
     from trainer.config import CONF_DIR
@@ -83,14 +86,18 @@ def run_ours(work: Path, cache: Path, out: Path) -> dict[str, list[str]]:
                  f"select.num_negatives={s['num_negatives']}", f"select.skip_top={s['range_min']}",
                  f"select.max_rank={s['range_max']}", f"select.margin={s['absolute_margin']}",
                  "select.relative=null", "select.exclude_query_text=false", "index.use_gpu=never",
-                 "histogram=false"]  # the peer draws no plot
+                 "histogram=false", *extra]  # the peer draws no plot
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="mine", overrides=overrides)
     run(cfg)
-    return {r["query"]: r["neg"] for r in map(json.loads, (out / "train.jsonl").open())}
+    return out / "train.jsonl"
 
 
-def run_peer(work: Path, cache: Path) -> dict[str, list[str]]:
+def ours_negatives(mined: Path) -> dict[str, list[str]]:
+    return {r["query"]: r["neg"] for r in map(json.loads, mined.open())}
+
+
+def run_peer(work: Path, cache: Path) -> tuple[list[str], Any]:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
@@ -107,9 +114,13 @@ def run_peer(work: Path, cache: Path) -> dict[str, list[str]]:
                                 num_negatives=SETTINGS["num_negatives"], sampling_strategy="top",
                                 output_format="triplet", batch_size=SETTINGS["batch_size"], use_faiss=True,
                                 cache_folder=str(cache), verbose=False)
-    negatives: dict[str, list[str]] = {r["query"]: [] for r in rows}
-    for row in mined:
-        negatives[row["anchor"]].append(row["negative"])
+    return [r["query"] for r in rows], mined
+
+
+def peer_negatives(queries: list[str], mined: Any) -> dict[str, list[str]]:
+    negatives: dict[str, list[str]] = {q: [] for q in queries}
+    for anchor, negative in zip(mined["anchor"], mined["negative"]):
+        negatives[anchor].append(negative)
     return negatives
 
 
@@ -132,12 +143,16 @@ def child(args: argparse.Namespace) -> None:
     before = rss_now()
     started = time.perf_counter()
     if args.child == "ours":
-        negatives = run_ours(work, work / "cache-ours", work / "out-ours")
+        tag = f"{args.precision}-{args.phase}"
+        mined = run_ours(work, work / f"cache-ours-{args.precision}", work / f"out-ours-{tag}",
+                         [f"precision={args.precision}"])
     else:
-        negatives = run_peer(work, work / "cache-peer")
-    seconds = time.perf_counter() - started
+        queries, dataset = run_peer(work, work / "cache-peer")
+    seconds = time.perf_counter() - started  # both sides then turn their output into {query: negatives}, untimed
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    (work / f"negatives-{args.child}-{args.phase}.json").write_text(json.dumps(negatives))
+    negatives = ours_negatives(mined) if args.child == "ours" else peer_negatives(queries, dataset)
+    tag = f"{args.child}-{args.precision}-{args.phase}" if args.child == "ours" else f"peer-{args.phase}"
+    (work / f"negatives-{tag}.json").write_text(json.dumps(negatives))
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak / 2**20, "peak_delta_mb": (peak - before) / 2**20,
                       "rss_before_mb": before / 2**20}))
 
@@ -161,6 +176,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "data" / "build"))
     parser.add_argument("--child", choices=["ours", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--phase", default="cold", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fast", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
@@ -168,35 +184,54 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)  # cold means cold
     sizes = build_inputs(args.passages, work, Path(args.data))
     runs: dict[str, dict[str, Any]] = {}
-    for side, phase in [("ours", "cold"), ("peer", "cold"), ("ours", "warm"), ("peer", "warm")]:
+    # (name, side, phase, our precision); "fast" is the default (bf16 where the CPU has it natively).
+    plan = [("ours_cold", "ours", "cold", "fast"), ("peer_cold", "peer", "cold", ""),
+            ("ours_float32_cold", "ours", "cold", "float32"),
+            ("ours_warm", "ours", "warm", "fast"), ("peer_warm", "peer", "warm", ""),
+            ("ours_warm_embeddings_only", "ours", "warm_embeddings_only", "fast")]
+    for name, side, phase, precision in plan:
+        if phase == "warm_embeddings_only":  # drop the stored search results, keep the embedding cache
+            shutil.rmtree(work / f"cache-ours-{precision}" / "candidates")
         cmd = [sys.executable, __file__, "--child", side, "--phase", phase, "--work", str(work),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--precision", precision or "fast"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS":
                                                                          str(args.threads)})
         if proc.returncode:
-            raise SystemExit(f"{side} {phase} failed:\n{proc.stderr[-3000:]}")
-        runs[f"{side}_{phase}"] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(side, phase, runs[f"{side}_{phase}"], flush=True)
-    ours = json.loads((work / "negatives-ours-cold.json").read_text())
+            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        runs[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(name, runs[name], flush=True)
     peer = json.loads((work / "negatives-peer-cold.json").read_text())
-    report = json.loads((work / "out-ours" / "report.json").read_text())
+    ours = json.loads((work / "negatives-ours-fast-cold.json").read_text())
+    ours32 = json.loads((work / "negatives-ours-float32-cold.json").read_text())
+    report = json.loads((work / "out-ours-fast-cold" / "report.json").read_text())
+    warm_report = json.loads((work / "out-ours-fast-warm_embeddings_only" / "report.json").read_text())
+    cold_s, peer_s = runs["ours_cold"]["seconds"], runs["peer_cold"]["seconds"]
     result = {
-        "cold_ratio_vs_peer": runs["peer_cold"]["seconds"] / runs["ours_cold"]["seconds"],
+        "cold_ratio_vs_peer": peer_s / cold_s,
         "warm_ratio_vs_peer": runs["peer_warm"]["seconds"] / runs["ours_warm"]["seconds"],
-        # A warm run against the peer re-encoding everything (no cache_folder, or any change to its corpus:
-        # its cache is keyed by the whole text list, ours by each text).
-        "warm_ratio_vs_peer_without_cache": runs["peer_cold"]["seconds"] / runs["ours_warm"]["seconds"],
         "peak_memory_ratio_vs_peer": runs["ours_cold"]["peak_delta_mb"] / runs["peer_cold"]["peak_delta_mb"],
         **overlap(ours, peer),
-        "settings": {**SETTINGS, **sizes, "threads": args.threads},
+        "float32": {"cold_ratio_vs_peer": peer_s / runs["ours_float32_cold"]["seconds"],
+                    "peak_memory_ratio_vs_peer": (runs["ours_float32_cold"]["peak_delta_mb"]
+                                                  / runs["peer_cold"]["peak_delta_mb"]), **overlap(ours32, peer)},
+        # Warm with only the embedding cache (the stored search results removed): encode nothing, search again.
+        "warm_embeddings_only_ratio_vs_peer": (runs["peer_warm"]["seconds"]
+                                               / runs["ours_warm_embeddings_only"]["seconds"]),
+        # A warm run against the peer re-encoding everything (its cache is keyed by the whole text list, so any
+        # change to the corpus or the queries re-encodes all of it; ours is keyed per text).
+        "warm_ratio_vs_peer_without_cache": peer_s / runs["ours_warm"]["seconds"],
+        "settings": {**SETTINGS, **sizes, "threads": args.threads, "ours_precision": "fast (bf16 autocast on "
+                     "this AVX512-BF16 CPU) unless marked float32", "peer_precision": "float32"},
         "runs": runs,
         "ours_counts": report["counts"],
         "ours_seconds": report["seconds"],
+        "ours_warm_embeddings_only_seconds": warm_report["seconds"],
         "command": "python bench/mine.py " + " ".join(sys.argv[1:]),
-        "note": ("CPU only (2 cores shared with other jobs; load varied). Each run is a fresh process; runs were "
-                 "interleaved ours/peer. Peak memory is peak RSS minus RSS before the timed part, cold runs. "
-                 "Ours also composes its Hydra config and writes JSONL + report.json (histogram off); the "
-                 "peer returns an in-memory Dataset. Warm: the peer with its own cache_folder."),
+        "note": ("CPU only (2 cores). Each run is a fresh process with 1 torch thread, one after another. Peak "
+                 "memory is peak RSS minus RSS before the timed part, cold runs. Ours also composes its Hydra "
+                 "config and writes JSONL + report.json (histogram off); the peer returns an in-memory Dataset. "
+                 "Warm: the peer with its own cache_folder (embeddings), ours with its embedding cache plus its "
+                 "stored search result; warm_embeddings_only: ours with the embedding cache alone."),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -88,7 +88,8 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
 
 def write_beir(folder: Path, rows: list[dict[str, Any]]) -> Path:
     """BEIR folder whose queries are the rows' queries and whose corpus is their positives."""
-    write_jsonl(folder / "corpus.jsonl", [{"_id": f"d{i}", "title": "", "text": r["pos"][0]} for i, r in enumerate(rows)])
+    write_jsonl(folder / "corpus.jsonl",
+                [{"_id": f"d{i}", "title": "", "text": r["pos"][0]} for i, r in enumerate(rows)])
     write_jsonl(folder / "queries.jsonl", [{"_id": f"q{i}", "text": r["query"]} for i, r in enumerate(rows)])
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     (folder / "qrels" / "test.tsv").write_text(

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.encoding import EmbeddingCache, EmbeddingError, encode_cached, encoder_fingerprint
+from trainer.encoding import (EmbeddingCache, EmbeddingError, autocast_dtype, encode_cached, encoder_fingerprint,
+                              native_cpu_bf16)
 from trainer.models.encoder import Encoder, EncoderSpec
 
 TEXTS = [f"w{i} w{(i * 7) % 200} the news w{(i * 3) % 200}" + " a" * (i % 5) for i in range(23)]
@@ -76,6 +77,23 @@ def test_cache_invalidated_by_prompt_and_weights(tiny_model: Path, tmp_path: Pat
     fresh.spec.prompts.query_prefix = "query: "  # a query prompt changes the query cache only
     assert EmbeddingCache(tmp_path, fresh, "passage").key == key0
     assert encoder_fingerprint(fresh) != encoder_fingerprint(load(tiny_model))
+
+
+def test_precision_is_part_of_the_key(tiny_model: Path, tmp_path: Path) -> None:
+    """bf16 vectors never answer a float32 lookup; ``fast`` is bf16 only where the CPU computes it natively."""
+    enc = load(tiny_model)
+    keys = {p: EmbeddingCache(tmp_path, enc, "passage", precision=p).key for p in ("auto", "float32", "bfloat16")}
+    assert keys["auto"] == keys["float32"] != keys["bfloat16"]  # on CPU, auto is float32
+    assert autocast_dtype(torch.device("cpu"), "fast") == (torch.bfloat16 if native_cpu_bf16() else None)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "avx512_bf16" in cpuinfo.read_text():  # Linux: the CPU flags the kernel reports
+        assert native_cpu_bf16()
+    assert autocast_dtype(torch.device("cuda"), "auto") == torch.bfloat16
+    exact = encode_cached(enc, TEXTS, "passage", cache_root=tmp_path, precision="float32")
+    half = encode_cached(enc, TEXTS, "passage", cache_root=tmp_path, precision="bfloat16")
+    assert 0 < np.abs(exact - half).max() < 0.05  # a separate, lower-precision cache entry
+    with pytest.raises(ValueError, match="precision must be one of"):
+        encode_cached(enc, TEXTS, "passage", precision="fp8")
 
 
 def test_killed_encode_resumes(tiny_model: Path, tmp_path: Path) -> None:

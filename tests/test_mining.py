@@ -17,8 +17,10 @@ from trainer.data.dataset import load_examples
 from trainer.data.schema import DataError, Example
 from trainer.mining.config import IndexConfig, SelectConfig, TeacherFilterConfig
 from trainer.mining.index import build_index, search
+from trainer.encoding import text_keys
+from trainer.mining.candidates import ExampleKeys
 from trainer.mining.pipeline import load_corpus, mine_negatives
-from trainer.mining.select import candidates, sample
+from trainer.mining.select import candidates, mask_columns, positive_matrix, sample, sample_top
 from trainer.mining.teacher import teacher_filter
 from trainer.models.encoder import Encoder, EncoderSpec
 
@@ -170,6 +172,29 @@ def test_sampling_top_random_and_short() -> None:
                            Counter())
 
 
+def test_vectorised_top_sampling_and_positive_matrix_equal_the_plain_versions() -> None:
+    alive = np.random.default_rng(0).random((200, 30)) < 0.2  # (Q, K) survivors, some rows empty or short
+    plain_counts: Counter = Counter()
+    plain = sample(mask_columns(alive), SelectConfig(num_negatives=3), np.arange(200), plain_counts)
+    counts: Counter = Counter()
+    assert mask_columns(sample_top(alive, 3, counts)) == plain and counts == plain_counts
+    examples = [Example(query=f"q{i}", pos=[f"p{i}-{j}" for j in range(1 + i % 3)]) for i in range(7)]
+    matrix = ExampleKeys.of(examples).positive_matrix()  # (7, 3)
+    assert matrix.shape == (7, 3)
+    expected = [set(text_keys(ex.pos).tolist()) for ex in examples]
+    assert [set(row[row != -2].tolist()) for row in matrix] == expected
+    assert (np.sort(matrix, 1) == np.sort(positive_matrix(expected), 1)).all()  # same padding too
+
+
+def test_jsonl_lines_equal_json_dumps() -> None:
+    from trainer.mining.report import jsonl_lines  # noqa: PLC0415
+
+    rows = [{"query": 'a "quoted" q\\', "pos": ["é ü \n line", "x"], "neg": [], "task": "t"},
+            {"query": "q2", "pos": ["x"], "neg": ["é ü \n line", "\u2028 tab\t"], "pos_scores": [0.5],
+             "neg_scores": [0.25, -1e-7], "instruction": "Find"}]
+    assert list(jsonl_lines(rows)) == [json.dumps(r, ensure_ascii=False) + "\n" for r in rows]
+
+
 class TableTeacher:
     def __init__(self, table: dict[str, float]) -> None:
         self.table = table
@@ -248,6 +273,37 @@ def test_mine_negatives_cache_and_bad_input(tiny_model: Path, tmp_path: Path) ->
         load_corpus(bad)
 
 
+def test_search_result_cache_serves_new_rules_and_misses_on_change(tiny_model: Path, tmp_path: Path) -> None:
+    """A second run with other selection rules reuses the search (no encoding, same output as without a cache);
+    a changed corpus order, index or k is a new search."""
+    from tests.test_encoding import Counting  # noqa: PLC0415
+
+    enc = Encoder.from_pretrained(str(tiny_model), EncoderSpec(max_length_passage=32))
+    counter = Counting(enc)
+    loose = SelectConfig(num_negatives=3, relative=None, max_rank=10)
+    first = mine_negatives(enc, tiny_examples(), CORPUS, IndexConfig(), loose, cache_root=tmp_path)
+    assert "candidates_cached" not in first.counts and len(list((tmp_path / "candidates").glob("*.npz"))) == 1
+    encoded = counter.texts
+    strict = SelectConfig(num_negatives=2, relative=None, skip_top=1, max_rank=8, sampling="random", seed=3)
+    cached = mine_negatives(enc, tiny_examples(), CORPUS, IndexConfig(), strict, cache_root=tmp_path)
+    plain = mine_negatives(enc, tiny_examples(), CORPUS, IndexConfig(), strict, cache_root=None)
+    assert cached.counts["candidates_cached"] == 1 and counter.texts == encoded + len(CORPUS) + 5  # plain only
+    assert cached.negatives == plain.negatives and all(len(n) == 2 for n in cached.negatives)
+    assert cached.negatives != first.negatives  # the new rules did apply
+    np.testing.assert_allclose(np.array(cached.neg_scores), np.array(plain.neg_scores), atol=1e-6)
+    np.testing.assert_allclose(cached.pos_scores, plain.pos_scores, atol=1e-6)
+    assert cached.cache_keys["candidates"] == first.cache_keys["candidates"]
+    changed = [mine_negatives(enc, tiny_examples(), CORPUS[::-1], IndexConfig(), loose, cache_root=tmp_path),
+               mine_negatives(enc, tiny_examples(), CORPUS, IndexConfig(kind="hnsw"), loose, cache_root=tmp_path),
+               mine_negatives(enc, tiny_examples(), CORPUS, IndexConfig(), SelectConfig(max_rank=20),
+                              cache_root=tmp_path)]  # deeper than stored: searched again, stored deeper
+    assert all("candidates_cached" not in r.counts for r in changed)
+    assert len({r.cache_keys["candidates"] for r in changed[:2]} | {first.cache_keys["candidates"]}) == 3
+    again = mine_negatives(enc, tiny_examples(), CORPUS, IndexConfig(), loose, cache_root=tmp_path)
+    assert again.counts["candidates_cached"] == 1 and again.negatives == first.negatives
+    assert changed[0].negatives == first.negatives  # corpus order changes ids, not the negatives
+
+
 def test_mine_end_to_end(tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
     """conf/mine.yaml composed as ``python -m trainer.mine`` would (in process: no second torch import)."""
     from hydra import compose, initialize_config_dir
@@ -261,14 +317,17 @@ def test_mine_end_to_end(tiny_model: Path, tiny_data: dict[str, Path], tmp_path:
     overrides = [f"model.name_or_path={tiny_model}", f"input_files=[{tiny_data['train']}]", f"out_dir={out}",
                  f"cache_dir={tmp_path / 'cache'}", "model.max_length_passage=32", "select.num_negatives=4",
                  "select.max_rank=20", "select.relative=0.99", "mine/teacher=mpnet",
-                 f"teacher.name_or_path={tiny_model}", "teacher.margin=0.0", "mine/index=hnsw"]
+                 f"teacher.name_or_path={tiny_model}", "teacher.margin=0.0", "mine/index=hnsw",
+                 "drop_rows_without_negatives=true"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="mine", overrides=overrides)
     run(cfg)
     report = json.loads((out / "report.json").read_text())
     examples, _ = load_examples([str(out / "train.jsonl")])  # loads as training data
     source, _ = load_examples([str(tiny_data["train"])])
-    assert len(examples) == report["queries"] == len(source)
+    dropped = report["counts"]["rows_dropped_without_negatives"]
+    assert report["queries"] == len(source) and len(examples) == report["rows_written"] == len(source) - dropped
+    assert dropped == report["counts"].get("queries_without_negatives", 0) and all(ex.neg for ex in examples)
     assert report["corpus"] == len({t for ex in source for t in ex.pos + ex.neg})
     assert sum(len(ex.neg) for ex in examples) == report["counts"]["selected"] > 0
     for ex in examples:
@@ -346,3 +405,4 @@ def test_mine_configs_compose(overrides: list[str]) -> None:
     assert cfg.index.kind == index
     if "mine/preset=st_compatible" in overrides:
         assert (cfg.select.margin, cfg.select.relative, cfg.select.num_negatives) == (0.05, None, 5)
+        assert cfg.precision == "float32"

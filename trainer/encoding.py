@@ -6,8 +6,8 @@
 
 Layout: ``<root>/<key>/meta.json`` plus ``chunk-<n>.npz`` files, each holding ``ids`` (N,) int64 text ids and
 ``emb`` (N, D) float32. ``key`` hashes the model fingerprint (weights + tokenizer), the side's part of the
-``EncoderSpec`` (its prompt, max length, pooling...), the side, the task and the autocast dtype, so a changed
-model or prompt never reads stale vectors, while a new query prompt keeps the (expensive) passage cache.
+``EncoderSpec`` (its prompt, max length, pooling...), the side, the task and the autocast dtype (``precision``),
+so a changed model or prompt never reads stale vectors, while a new query prompt keeps the (expensive) passage cache.
 Chunks are written to a temporary file and renamed, one by one, so a run killed halfway resumes after the last
 complete chunk. Under
 several processes each rank encodes a contiguous shard of every chunk, the shards are gathered so every rank holds
@@ -36,7 +36,8 @@ class EmbeddingError(ValueError):
     """Non-finite or all-zero embeddings came out of the encoder."""
 
 
-def _sha(obj: Any) -> str:
+def stable_hash(obj: Any) -> str:
+    """sha256 hex of the JSON form (keys sorted): equal on every process and every run."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -83,7 +84,7 @@ def side_spec(encoder: Encoder, side: str) -> dict[str, Any]:
 
 def encoder_fingerprint(encoder: Encoder) -> str:
     """Hash of model identity (weights + tokenizer) and ``encoder.spec`` (pooling, prompts, max lengths)."""
-    return _sha({"model": model_fingerprint(encoder), "spec": encoder.spec.to_dict()})[:32]
+    return stable_hash({"model": model_fingerprint(encoder), "spec": encoder.spec.to_dict()})[:32]
 
 
 def text_keys(texts: Sequence[str], instructions: Optional[Sequence[Optional[str]]] = None) -> np.ndarray:
@@ -94,22 +95,49 @@ def text_keys(texts: Sequence[str], instructions: Optional[Sequence[Optional[str
                        dtype=np.int64, count=len(texts))
 
 
-def _autocast_dtype(encoder: Encoder) -> Optional[torch.dtype]:
-    return torch.bfloat16 if encoder.device.type == "cuda" else None
+PRECISIONS = ("auto", "fast", "float32", "bfloat16")
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
+    """The autocast dtype for encoding on ``device`` (None = float32).
+
+    ``auto``: bf16 on CUDA, float32 elsewhere. ``fast``: bf16 wherever the hardware computes it natively (CUDA,
+    or a CPU with AVX512-BF16/AMX through oneDNN), else float32 -- for stages such as mining where ranking, not
+    the last digits, matters. ``float32`` / ``bfloat16``: as named.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16
+    if precision == "fast" and device.type == "cpu" and native_cpu_bf16():
+        return torch.bfloat16
+    return None
+
+
+def native_cpu_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls run natively (about 2x float32 for MiniLM here). On other CPUs oneDNN would
+    emulate bf16, which is slower than float32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return torch.backends.mkldnn.is_available() and any(check() for check in checks if check is not None)
 
 
 class EmbeddingCache:
     """On-disk cache of one (encoder, side, task) under ``root/<key>/``; see the module docstring."""
 
     def __init__(self, root: str | Path, encoder: Encoder, side: str, task: Optional[str] = None,
-                 fingerprint: Optional[str] = None) -> None:
+                 fingerprint: Optional[str] = None, precision: str = "auto") -> None:
         if side not in ("query", "passage"):
             raise ValueError(f"side must be query or passage, got {side!r}")
         self.fingerprint = fingerprint or model_fingerprint(encoder)
         self.settings = {"version": CACHE_VERSION, "model": self.fingerprint, "side": side, "task": task,
                          "spec": side_spec(encoder, side), "source": encoder.source,
-                         "autocast": str(_autocast_dtype(encoder))}
-        self.key = _sha({k: v for k, v in self.settings.items() if k != "source"})[:24]
+                         "autocast": str(autocast_dtype(encoder.device, precision))}
+        self.key = stable_hash({k: v for k, v in self.settings.items() if k != "source"})[:24]
         self.dir = Path(root) / self.key
         self._ids = np.zeros(0, dtype=np.int64)  # sorted
         self._emb: Optional[np.ndarray] = None
@@ -189,14 +217,14 @@ def check_embeddings(emb: np.ndarray, texts: Sequence[str], what: str = "") -> N
 
 
 def _encode_shard(encoder: Encoder, texts: list[str], side: str, task: Optional[str], batch_size: int,
-                  instructions: Optional[list[Optional[str]]]) -> np.ndarray:
+                  instructions: Optional[list[Optional[str]]], dtype: Optional[torch.dtype]) -> np.ndarray:
     """Encode this rank's contiguous shard of ``texts``; return the full (N, D) array on every rank."""
     rank, size = world()
     n = len(texts)
     if size == 1:
         with torch.inference_mode():  # lighter than no_grad: no version counters or view tracking
             return encoder.encode(texts, side=side, batch_size=batch_size, task=task, instructions=instructions,
-                                  autocast_dtype=_autocast_dtype(encoder))
+                                  autocast_dtype=dtype)
     per = -(-n // size)  # ceil: every rank sends the same number of rows (padding at the end)
     lo, hi = min(rank * per, n), min((rank + 1) * per, n)
     local = np.zeros((per, encoder.dim), dtype=np.float32)
@@ -204,7 +232,7 @@ def _encode_shard(encoder: Encoder, texts: list[str], side: str, task: Optional[
         with torch.inference_mode():
             local[:hi - lo] = encoder.encode(texts[lo:hi], side=side, batch_size=batch_size, task=task,
                                              instructions=None if instructions is None else instructions[lo:hi],
-                                             autocast_dtype=_autocast_dtype(encoder))
+                                             autocast_dtype=dtype)
     device = encoder.device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
     gathered = gather_no_grad(torch.from_numpy(local).to(device))  # (size * per, D), rank-major
     return gathered.cpu().numpy()[:n]
@@ -213,20 +241,21 @@ def _encode_shard(encoder: Encoder, texts: list[str], side: str, task: Optional[
 def encode_cached(encoder: Encoder, texts: Sequence[str], side: str, *, cache_root: str | Path | None = None,
                   task: Optional[str] = None, batch_size: int = 64, accelerator: Any = None,
                   chunk_size: int = 4096, instructions: Optional[Sequence[Optional[str]]] = None,
-                  ) -> np.ndarray:
+                  precision: str = "auto") -> np.ndarray:
     """Embeddings (N, D) float32 of ``texts`` in input order, every rank the same.
 
     Texts already in the cache are read; the missing ones (deduplicated) are encoded ``chunk_size`` at a time,
     sharded over processes, and each finished chunk is written before the next starts. ``cache_root=None``
     encodes without a cache. ``accelerator`` is accepted for symmetry with the loop: the process group it set
-    up is what ``trainer.distributed.world`` sees.
+    up is what ``trainer.distributed.world`` sees. ``precision``: see ``autocast_dtype`` (part of the cache key).
     """
     del accelerator  # the process group is read through trainer.distributed.world()
     texts = list(texts)
     instr = None if instructions is None else list(instructions)
     keys = text_keys(texts, instr)
     out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-    cache = EmbeddingCache(cache_root, encoder, side, task) if cache_root is not None else None
+    dtype = autocast_dtype(encoder.device, precision)
+    cache = EmbeddingCache(cache_root, encoder, side, task, precision=precision) if cache_root is not None else None
     found = np.zeros(len(texts), dtype=bool)
     if cache is not None:
         found, emb = cache.lookup_keys(keys)
@@ -240,7 +269,7 @@ def encode_cached(encoder: Encoder, texts: Sequence[str], side: str, *, cache_ro
         rows = missing_rows[start:start + chunk_size]
         chunk_texts = [texts[i] for i in rows]
         chunk_instr = None if instr is None else [instr[i] for i in rows]
-        emb = _encode_shard(encoder, chunk_texts, side, task, batch_size, chunk_instr)
+        emb = _encode_shard(encoder, chunk_texts, side, task, batch_size, chunk_instr, dtype)
         check_embeddings(emb, chunk_texts, f"{side} ")
         if cache is not None and rank == 0:
             cache.add_keys(keys[rows], emb)

@@ -15,9 +15,7 @@
 """
 from __future__ import annotations
 
-import json
 import re
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence

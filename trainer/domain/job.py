@@ -116,7 +116,7 @@ def run_domain(cfg: DictConfig) -> Optional[float]:
         raise ValueError("domain: not configured; run python -m trainer.domain experiment=domain_adapt "
                          "domain.text_dir=<folder of text files>")
     state = PartialState()
-    run_dir, data_dir = Path(cfg.run_dir), Path(cfg.run_dir) / "domain_data"
+    data_dir = Path(cfg.run_dir) / "domain_data"
     report: dict[str, Any] = {}
     if state.is_main_process:
         report["data"] = prepare(cfg, data_dir)

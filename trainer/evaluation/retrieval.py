@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import faiss
 import numpy as np
 
 from trainer.models.encoder import Encoder
@@ -70,15 +69,9 @@ def load_beir(folder: str | Path, split: str = "test", max_queries: Optional[int
 
 def search(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k: (Q, k) scores and corpus indices, queries searched ``chunk`` at a time."""
-    index = faiss.IndexFlatIP(corpus_emb.shape[1])
-    index.add(np.ascontiguousarray(corpus_emb, dtype=np.float32))
-    k = min(k, corpus_emb.shape[0])
-    scores, ids = [], []
-    for start in range(0, len(query_emb), chunk):
-        s, i = index.search(np.ascontiguousarray(query_emb[start:start + chunk], dtype=np.float32), k)
-        scores.append(s)
-        ids.append(i)
-    return np.concatenate(scores), np.concatenate(ids)
+    from trainer.mining.index import build_index, search as search_index
+
+    return search_index(build_index(corpus_emb), query_emb, k, chunk)
 
 
 def retrieval_metrics(ranked: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:

@@ -58,9 +58,11 @@ class MineConfig:
     out_dir: str = MISSING  # writes train.jsonl, report.json, scores.png
     cache_dir: Optional[str] = ".cache/embeddings"  # None = no embedding cache
     batch_size: int = 64  # encoding batch
+    precision: str = "fast"  # fast: bf16 where native (CUDA, AVX512-BF16/AMX CPUs) | auto | float32 | bfloat16
     encode_chunk: int = 4096  # texts encoded (and cached) per chunk: a killed run resumes at chunk granularity
     max_rows: Optional[int] = None
     on_error: str = "raise"  # raise | skip bad input rows (counted in the report)
+    drop_rows_without_negatives: bool = False  # True: leave them out of train.jsonl (counted in the report)
     keep_existing_negatives: bool = False  # append mined negatives to the row's own instead of replacing them
     num_threads: Optional[int] = None
     histogram: bool = True

@@ -4,26 +4,34 @@
 
 ``mine_negatives`` is the reusable core (also used for re-mining during training); ``run`` adds loading,
 the output JSONL in the training schema, ``report.json`` and ``scores.png``.
+
+With a cache folder, the search result itself is kept too (``trainer.mining.candidates``), so re-running the
+selection with other rules costs neither encoding nor search.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
 from trainer.data.dataset import load_examples
-from trainer.data.schema import DataError, Example, validate_row
-from trainer.encoding import EmbeddingCache, text_keys, encode_cached
+from trainer.data.schema import DataError, Example
+from trainer.distributed import world
+from trainer.encoding import EmbeddingCache, encode_cached, text_keys
+from trainer.mining.candidates import ExampleKeys, candidates_key, load_candidates, save_candidates
 from trainer.mining.config import IndexConfig, SelectConfig, TeacherFilterConfig
 from trainer.mining.index import build_index, search
-from trainer.mining.report import atomic_write_text, score_summary, write_histogram, write_report
-from trainer.mining.select import RULES, candidates, sample
+from trainer.mining.report import atomic_write_text, jsonl_lines, score_summary, write_histogram, write_report
+from trainer.mining.select import RULES, candidate_mask, mask_columns, sample, sample_top
 from trainer.mining.teacher import build_teacher, teacher_cache_keys, teacher_filter
 from trainer.models.encoder import METADATA_FILE, Encoder
 
@@ -69,18 +77,29 @@ def default_corpus(examples: Sequence[Example]) -> list[str]:
     return list(dict.fromkeys(t for ex in examples for t in (*ex.pos, *ex.neg)))
 
 
+def query_tasks(examples: Sequence[Example]) -> list[Optional[str]]:
+    return list(dict.fromkeys(ex.task for ex in examples))
+
+
 def encode_queries(encoder: Encoder, examples: Sequence[Example], cache_root: Optional[str | Path],
-                   batch_size: int, chunk: int, keys: dict[str, str]) -> np.ndarray:
+                   batch_size: int, chunk: int, precision: str = "auto") -> np.ndarray:
     """(Q, D) query embeddings with each row's task instruction (or own instruction), one cache per task."""
     out = np.zeros((len(examples), encoder.dim), dtype=np.float32)
-    for task in dict.fromkeys(ex.task for ex in examples):
+    for task in query_tasks(examples):
         rows = [i for i, ex in enumerate(examples) if ex.task == task]
-        if cache_root is not None:
-            keys["query" + (f"_{task}" if task else "")] = EmbeddingCache(cache_root, encoder, "query", task).key
         out[rows] = encode_cached(encoder, [examples[i].query for i in rows], "query", cache_root=cache_root,
-                                  task=task, batch_size=batch_size, chunk_size=chunk,
+                                  task=task, batch_size=batch_size, chunk_size=chunk, precision=precision,
                                   instructions=[examples[i].instruction for i in rows])
     return out
+
+
+def embedding_cache_keys(encoder: Encoder, examples: Sequence[Example], cache_root: str | Path,
+                         precision: str) -> dict[str, str]:
+    keys = {"corpus": EmbeddingCache(cache_root, encoder, "passage", precision=precision).key}
+    for task in query_tasks(examples):
+        keys["query" + (f"_{task}" if task else "")] = EmbeddingCache(cache_root, encoder, "query", task,
+                                                                       precision=precision).key
+    return keys
 
 
 def positive_scores(query_emb: np.ndarray, examples: Sequence[Example], corpus_tids: np.ndarray,
@@ -106,7 +125,7 @@ def positive_scores(query_emb: np.ndarray, examples: Sequence[Example], corpus_t
 def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequence[str],
                    index_cfg: IndexConfig, select_cfg: SelectConfig, *, cache_root: Optional[str | Path] = None,
                    batch_size: int = 64, encode_chunk: int = 4096, teacher: Optional[Any] = None,
-                   teacher_cfg: Optional[TeacherFilterConfig] = None) -> MineResult:
+                   teacher_cfg: Optional[TeacherFilterConfig] = None, precision: str = "auto") -> MineResult:
     """Select negatives for every example from ``corpus``; the same result on every process."""
     if not corpus:
         raise ValueError("the corpus is empty: nothing to mine negatives from")
@@ -115,43 +134,67 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
     res = MineResult(negatives=[], neg_scores=[], pos_scores=np.zeros(0))
     clock = time.perf_counter()
     corpus = list(corpus)
-    if cache_root is not None:
-        res.cache_keys["corpus"] = EmbeddingCache(cache_root, encoder, "passage").key
-
-    def encode_passages(texts: list[str]) -> np.ndarray:
-        return encode_cached(encoder, texts, "passage", cache_root=cache_root, batch_size=batch_size,
-                             chunk_size=encode_chunk)
-
-    corpus_emb = encode_passages(corpus)  # (C, D)
-    query_emb = encode_queries(encoder, examples, cache_root, batch_size, encode_chunk, res.cache_keys)  # (Q, D)
     corpus_tids = text_keys(corpus)
-    res.pos_scores, absent = positive_scores(query_emb, examples, corpus_tids, corpus_emb, encode_passages)
+    keys = ExampleKeys.of(examples)
+    max_pos = max(len(ex.pos) for ex in examples)
+    k = select_cfg.max_rank + max_pos + int(select_cfg.exclude_query_text)  # room for the excluded ones
+    cached, cand_path = None, None
+    if cache_root is not None:
+        res.cache_keys.update(embedding_cache_keys(encoder, examples, cache_root, precision))
+        res.cache_keys["candidates"] = candidates_key(res.cache_keys, examples, keys, corpus_tids, index_cfg)
+        cand_path = Path(cache_root) / "candidates" / f"{res.cache_keys['candidates']}.npz"
+        cached = load_candidates(cand_path, k)
+    if cached is not None:
+        scores, ids, res.pos_scores = cached["scores"], cached["ids"], cached["pos_scores"]
+        absent = int(cached["absent"])
+        res.counts["candidates_cached"] = 1
+        res.seconds["encode"] = time.perf_counter() - clock
+    else:
+        def encode_passages(texts: list[str]) -> np.ndarray:
+            return encode_cached(encoder, texts, "passage", cache_root=cache_root, batch_size=batch_size,
+                                 chunk_size=encode_chunk, precision=precision)
+
+        corpus_emb = encode_passages(corpus)  # (C, D)
+        query_emb = encode_queries(encoder, examples, cache_root, batch_size, encode_chunk, precision)  # (Q, D)
+        res.pos_scores, absent = positive_scores(query_emb, examples, corpus_tids, corpus_emb, encode_passages)
+        res.seconds["encode"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        index = build_index(corpus_emb, index_cfg)
+        res.seconds["index"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        scores, ids = search(index, query_emb, k, index_cfg.search_batch)  # (Q, k) each
+        del index
+        res.seconds["search"] = time.perf_counter() - clock
+        if cand_path is not None and world()[0] == 0:
+            save_candidates(cand_path, scores=scores, ids=ids, pos_scores=res.pos_scores, absent=np.int64(absent),
+                            k=np.int64(k))
     if absent:
         res.counts["positives_not_in_corpus"] = absent
         log.warning("%d positives are not in the corpus (encoded separately; excluded by text as usual)", absent)
-    res.seconds["encode"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    index = build_index(corpus_emb, index_cfg)
-    res.seconds["index"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    max_pos = max(len(ex.pos) for ex in examples)
-    k = select_cfg.max_rank + max_pos + int(select_cfg.exclude_query_text)  # room for the excluded ones
-    scores, ids = search(index, query_emb, k, index_cfg.search_batch)  # (Q, k) each
-    del index
-    res.seconds["search"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     cand_tids = np.where(ids >= 0, corpus_tids[np.clip(ids, 0, None)], -1)  # (Q, k)
-    pos_tids = [set(text_keys(ex.pos).tolist()) for ex in examples]
-    query_tids = text_keys([ex.query for ex in examples])
     res.counts["candidates"] = int(ids.size)
-    survivors = candidates(cand_tids, scores, pos_tids, query_tids, res.pos_scores, select_cfg, res.counts)
-    texts = [[corpus[ids[q, c]] for c in cols] for q, cols in enumerate(survivors)]
-    miner = [[float(scores[q, c]) for c in cols] for q, cols in enumerate(survivors)]
-    teacher_scores: Optional[list[list[float]]] = None
-    if teacher is not None:
+    alive = candidate_mask(cand_tids, scores, keys.positive_matrix(), keys.query, res.pos_scores, select_cfg,
+                           res.counts)  # (Q, k)
+    queries = np.arange(len(examples))
+    if teacher is None and select_cfg.sampling == "top":
+        keep = sample_top(alive, select_cfg.num_negatives, res.counts)  # (Q, k)
+        rows, cols = np.nonzero(keep)  # row-major: rank order inside each row
+        splits = np.searchsorted(rows, np.arange(1, len(examples)))
+        picked_ids, picked_scores = np.split(ids[rows, cols], splits), np.split(scores[rows, cols], splits)
+        res.negatives = [[corpus[i] for i in row.tolist()] for row in picked_ids]
+        res.neg_scores = [row.tolist() for row in picked_scores]
+    elif teacher is None:
+        picks = sample(mask_columns(alive), select_cfg, queries, res.counts)  # columns of ids/scores
+        res.negatives = [[corpus[i] for i in row[cols].tolist()] for row, cols in zip(ids, picks)]
+        res.neg_scores = [row[cols].tolist() for row, cols in zip(scores, picks)]
+    else:
+        survivors = mask_columns(alive)
         t0 = time.perf_counter()
+        texts = [[corpus[i] for i in row[cols].tolist()] for row, cols in zip(ids, survivors)]
+        miner = [row[cols].tolist() for row, cols in zip(scores, survivors)]
         before = texts
         texts, teacher_scores, res.teacher_pos = teacher_filter(
             teacher, [ex.query for ex in examples], [ex.pos for ex in examples], texts,
@@ -159,10 +202,9 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
         miner = [[m[b.index(t)] for t in kept] for m, b, kept in zip(miner, before, texts)]
         res.cache_keys.update(teacher_cache_keys(teacher, cache_root))
         res.seconds["teacher"] = time.perf_counter() - t0
-    picks = sample([list(range(len(t))) for t in texts], select_cfg, np.arange(len(examples)), res.counts)
-    res.negatives = [[t[i] for i in p] for t, p in zip(texts, picks)]
-    res.neg_scores = [[m[i] for i in p] for m, p in zip(miner, picks)]
-    if teacher_scores is not None:
+        picks = sample([list(range(len(t))) for t in texts], select_cfg, queries, res.counts)
+        res.negatives = [[t[i] for i in p] for t, p in zip(texts, picks)]
+        res.neg_scores = [[m[i] for i in p] for m, p in zip(miner, picks)]
         res.teacher_neg = [[s[i] for i in p] for s, p in zip(teacher_scores, picks)]
     res.seconds["select"] = time.perf_counter() - clock
     return res
@@ -188,7 +230,6 @@ def output_rows(examples: Sequence[Example], res: MineResult, keep_existing: boo
             row["instruction"] = ex.instruction
         if res.teacher_neg is not None and res.teacher_pos is not None and not (keep_existing and ex.neg):
             row["pos_scores"], row["neg_scores"] = res.teacher_pos[q], res.teacher_neg[q]
-        validate_row(row, f"mined row {q + 1}")  # the output always loads as training data
         rows.append(row)
     return rows
 
@@ -196,8 +237,6 @@ def output_rows(examples: Sequence[Example], res: MineResult, keep_existing: boo
 def processes() -> tuple[Any, bool]:
     """(device, is main process). Under ``accelerate launch``/``torchrun`` this joins the process group, so
     encoding is sharded; a single process gets the GPU when there is one."""
-    import os
-
     import torch
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -208,8 +247,30 @@ def processes() -> tuple[Any, bool]:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu"), True
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a bulk job.
+
+    Mining holds hundreds of thousands of small lists and dicts (rows, negatives) that form no reference cycles;
+    every automatic collection walks all of them again: a third of a warm 50,000-query run. Reference counting
+    still frees everything; collection resumes when the job ends.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def run(cfg: Any) -> dict[str, Any]:
     """Mine as configured (a composed ``conf/mine.yaml``); writes the outputs and returns the report."""
+    with collector_paused():
+        return _run(cfg)
+
+
+def _run(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     if cfg.num_threads:
@@ -228,14 +289,19 @@ def run(cfg: Any) -> dict[str, Any]:
     index_cfg, select_cfg, teacher_cfg = (OmegaConf.to_object(c) for c in (cfg.index, cfg.select, cfg.teacher))
     res = mine_negatives(encoder, examples, corpus, index_cfg, select_cfg, cache_root=cfg.cache_dir,
                          batch_size=cfg.batch_size, encode_chunk=cfg.encode_chunk, teacher=teacher,
-                         teacher_cfg=teacher_cfg)
+                         teacher_cfg=teacher_cfg, precision=cfg.precision)
     out = Path(cfg.out_dir)
     rows = output_rows(examples, res, cfg.keep_existing_negatives)
+    if cfg.drop_rows_without_negatives:  # training with data.num_negatives > 0 needs a negative in every row
+        kept = [r for r in rows if r["neg"]]
+        res.counts["rows_dropped_without_negatives"] = len(rows) - len(kept)
+        rows = kept
     if main:  # every process computed the same result; one writes it
-        atomic_write_text(out / "train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(out / "train.jsonl", jsonl_lines(rows))
     counts = dict(res.counts)
     report = {
-        "output": str(out / "train.jsonl"), "queries": len(examples), "corpus": len(corpus),
+        "output": str(out / "train.jsonl"), "queries": len(examples), "rows_written": len(rows),
+        "corpus": len(corpus),
         "input": load_report.summary(), "removed": {r: counts.get(r, 0) for r in (*RULES, "teacher",
                                                                                    "teacher_unscored")},
         "counts": counts, "cache_keys": res.cache_keys, "seconds": {**res.seconds,

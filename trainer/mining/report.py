@@ -8,21 +8,49 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str | Iterable[str]) -> None:
+    """Write ``text`` (or its pieces, one after another) to a temp file in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            if isinstance(text, str):
+                f.write(text)
+            else:
+                f.writelines(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def jsonl_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """``json.dumps(row, ensure_ascii=False) + "\\n"`` per row, escaping each distinct text once: a mined
+    passage is usually the negative of several queries, and escaping long passages is most of the writing time."""
+    escaped: dict[str, str] = {}
+
+    def text(value: str) -> str:
+        out = escaped.get(value)
+        if out is None:
+            out = escaped[value] = json.dumps(value, ensure_ascii=False)
+        return out
+
+    for row in rows:
+        fields = []
+        for name, value in row.items():
+            if isinstance(value, str):
+                encoded = text(value)
+            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                encoded = "[" + ", ".join(text(v) for v in value) + "]"
+            else:
+                encoded = json.dumps(value, ensure_ascii=False)
+            fields.append(f"{json.dumps(name)}: {encoded}")
+        yield "{" + ", ".join(fields) + "}\n"
 
 
 def score_summary(values: Sequence[float]) -> dict[str, Optional[float]]:

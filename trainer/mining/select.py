@@ -40,22 +40,46 @@ def threshold_masks(scores: np.ndarray, pos_scores: np.ndarray, cfg: SelectConfi
     return masks
 
 
-def candidates(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: Sequence[set[int]],
+def positive_matrix(pos_tids: Sequence[set[int]] | np.ndarray) -> np.ndarray:
+    """(Q, P) text ids of each query's positives, padded with -2 (never a text id); a matrix passes through."""
+    if isinstance(pos_tids, np.ndarray):
+        return pos_tids
+    width = max((len(p) for p in pos_tids), default=0)
+    matrix = np.full((len(pos_tids), max(width, 1)), -2, dtype=np.int64)
+    for q, p in enumerate(pos_tids):
+        matrix[q, :len(p)] = sorted(p)
+    return matrix
+
+
+def candidates(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: Sequence[set[int]] | np.ndarray,
                query_tids: np.ndarray, pos_scores: np.ndarray, cfg: SelectConfig,
                counts: Counter) -> list[list[int]]:
-    """Columns of ``cand_tids`` (Q, K) that survive every rule, per query in rank order; ``counts`` is updated.
+    """Columns of ``cand_tids`` (Q, K) that survive every rule, per query in rank order; ``counts`` is updated."""
+    return mask_columns(candidate_mask(cand_tids, cand_scores, pos_tids, query_tids, pos_scores, cfg, counts))
+
+
+def mask_columns(mask: np.ndarray) -> list[list[int]]:
+    """Per row of a (Q, K) mask, its true columns in order."""
+    rows, cols = np.nonzero(mask)  # row-major: columns stay in rank order
+    splits = np.searchsorted(rows, np.arange(1, len(mask)))
+    return [c.tolist() for c in np.split(cols, splits)]
+
+
+def candidate_mask(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: Sequence[set[int]] | np.ndarray,
+                   query_tids: np.ndarray, pos_scores: np.ndarray, cfg: SelectConfig,
+                   counts: Counter) -> np.ndarray:
+    """(Q, K) bool: the candidates that survive every rule; ``counts`` is updated.
 
     Args:
         cand_tids: (Q, K) text ids of the retrieved passages in score order, -1 where the index had fewer.
         cand_scores: (Q, K) miner scores of those passages.
-        pos_tids: per query, the text ids of its positives.
+        pos_tids: per query, the text ids of its positives (sets, or a ``positive_matrix``).
         query_tids: (Q,) text ids of the queries.
         pos_scores: (Q,) the weakest positive's miner score per query.
     """
     if cfg.skip_top < 0 or cfg.max_rank <= cfg.skip_top:
         raise ValueError(f"select: need 0 <= skip_top < max_rank, got skip_top={cfg.skip_top}, "
                          f"max_rank={cfg.max_rank}")
-    q_count, k = cand_tids.shape
     missing = cand_tids == -1  # (Q, K)
     # Later copies of a text in the same row: sort each row, mark entries equal to their sorted predecessor.
     order = np.argsort(cand_tids, axis=1, kind="stable")
@@ -65,10 +89,7 @@ def candidates(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: Sequenc
     repeat = np.zeros_like(missing)
     np.put_along_axis(repeat, order, repeat_sorted, 1)
     repeat &= ~missing
-    width = max((len(p) for p in pos_tids), default=0)
-    pos_matrix = np.full((q_count, max(width, 1)), -2, dtype=np.int64)  # (Q, P), -2 pads (never a text id)
-    for q, p in enumerate(pos_tids):
-        pos_matrix[q, :len(p)] = sorted(p)
+    pos_matrix = positive_matrix(pos_tids)  # (Q, P)
     is_pos = (cand_tids[:, :, None] == pos_matrix[:, None, :]).any(-1) & ~missing & ~repeat  # (Q, K)
     is_query = (cand_tids == query_tids[:, None]) & ~missing & ~repeat & ~is_pos if cfg.exclude_query_text \
         else np.zeros_like(missing)
@@ -85,9 +106,17 @@ def candidates(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: Sequenc
             removed = alive & masks[name]
             counts[name] += int(removed.sum())
             alive &= ~removed
-    rows, cols = np.nonzero(alive)  # row-major: columns stay in rank order
-    splits = np.searchsorted(rows, np.arange(1, q_count))
-    return [c.tolist() for c in np.split(cols, splits)]
+    return alive
+
+
+def sample_top(alive: np.ndarray, num_negatives: int, counts: Counter) -> np.ndarray:
+    """(Q, K) bool: the best ``num_negatives`` survivors of each row (``sample`` with sampling=top, vectorised)."""
+    keep = alive & (np.cumsum(alive, axis=1) <= num_negatives)
+    kept = keep.sum(axis=1)
+    found = {"not_sampled": int(alive.sum() - kept.sum()), "selected": int(kept.sum()),
+             "queries_short": int((kept < num_negatives).sum()), "queries_without_negatives": int((kept == 0).sum())}
+    counts.update({name: n for name, n in found.items() if n})  # as ``sample`` counts: only what happened
+    return keep
 
 
 def sample(survivors: list[list[int]], cfg: SelectConfig, query_index: np.ndarray, counts: Counter,

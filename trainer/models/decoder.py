@@ -55,11 +55,6 @@ def make_bidirectional(backbone: nn.Module) -> nn.Module:
     return backbone
 
 
-def is_bidirectional_decoder(backbone: nn.Module) -> bool:
-    """A checkpoint saved after ``make_bidirectional`` (config.is_causal false) must be re-made on load."""
-    return getattr(backbone.config, "is_causal", True) is False
-
-
 def gguf_to_folder(gguf_file: Path, target: Path) -> Path:
     """Dequantise ``gguf_file`` to fp32 and write a transformers folder at ``target`` (once; atomic)."""
     from safetensors.torch import save_file

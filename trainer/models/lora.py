@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 from torch import nn
 
@@ -89,9 +89,3 @@ def lora_metadata(backbone: nn.Module) -> dict[str, Any]:
     return {"architecture": type(base).__name__,
             "lora": {"r": config.r, "alpha": config.lora_alpha, "target_modules": sorted(config.target_modules),
                      "adapter": ADAPTER_DIR, "merged": True}}
-
-
-def trainable_summary(module: nn.Module) -> Optional[str]:
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in module.parameters())
-    return f"{trainable:,} of {total:,} parameters train ({100 * trainable / max(total, 1):.2f}%)"

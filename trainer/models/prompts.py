@@ -1,6 +1,7 @@
 """Prompt formatting shared by training, mining, evaluation and export.
 
-    python -c "from trainer.models.prompts import PromptSpec; print(PromptSpec(query_prefix='query: ').format('hi', 'query'))"
+    python -c "from trainer.models.prompts import PromptSpec; \
+               print(PromptSpec(query_prefix='query: ').format('hi', 'query'))"
 
 Queries get either a plain prefix (``query: ``) or, when an instruction is known (from the row or from the
 task's entry in ``instructions``) and a template is set, ``template.format(instruction=..., text=...)``.
