@@ -200,7 +200,7 @@ class Encoder(nn.Module):
         """Encode raw texts; returns (N, D) float32 in input order.
 
         All texts are tokenized once, then batched by token count (longest first): sorting by characters, as
-        sentence-transformers does, leaves 30-50% padding on mixed short/long text, and a CPU pays for every
+        sentence-transformers does, leaves more padding on mixed short/long text, and a CPU pays for every
         padded token.
         """
         was_training = self.training
