@@ -1,7 +1,7 @@
 """Hard-negative mining: ``python -m trainer.mine`` vs ``sentence_transformers.util.mine_hard_negatives``.
 
     python bench/mine.py                                   # 50,000 passages -> bench/results/mine.json
-    python bench/mine.py --passages 2000 --out /tmp/m.json # a smaller run (say so when reporting it)
+    python bench/mine.py --passages 2000 --out bench/results/mine-2000.json   # a smaller run (say so)
 
 Same model (bundled all-MiniLM-L6-v2, max_seq_length 128 for queries and passages), same corpus (news training
 articles plus WordNet definitions, ``data/build``; news makes up 5.8% of the passages, as in the full 50k set),

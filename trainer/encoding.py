@@ -190,14 +190,22 @@ class EmbeddingCache:
         n = len(self._chunks())
         while (self.dir / f"chunk-{n:06d}.npz").exists():
             n += 1
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-chunk-", suffix=".npz", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, ids=np.asarray(keys, dtype=np.int64), emb=np.asarray(embeddings, dtype=np.float32))
-            os.replace(tmp, self.dir / f"chunk-{n:06d}.npz")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_npz_atomic(self.dir / f"chunk-{n:06d}.npz", ids=np.asarray(keys, dtype=np.int64),
+                        emb=np.asarray(embeddings, dtype=np.float32))
+
+
+def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` to a temp file in the same folder, then rename: a killed run leaves the previous file or none,
+    never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

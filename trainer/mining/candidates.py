@@ -10,8 +10,6 @@ with other rules (margins, a narrower rank window, sampling, a teacher) then cos
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -77,16 +75,3 @@ def load_candidates(path: Path, k: int) -> Optional[dict[str, Any]]:
         found = {name: z[name] for name in z.files}
     found["scores"], found["ids"] = found["scores"][:, :k], found["ids"][:, :k]
     return found
-
-
-def save_candidates(path: Path, **arrays: np.ndarray) -> None:
-    """Atomic (temp file, then rename): a killed run leaves the previous file or none, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -26,8 +26,8 @@ import numpy as np
 from trainer.data.dataset import load_examples
 from trainer.data.schema import DataError, Example
 from trainer.distributed import world
-from trainer.encoding import EmbeddingCache, encode_cached, text_keys
-from trainer.mining.candidates import ExampleKeys, candidates_key, load_candidates, save_candidates
+from trainer.encoding import EmbeddingCache, encode_cached, save_npz_atomic, text_keys
+from trainer.mining.candidates import ExampleKeys, candidates_key, load_candidates
 from trainer.mining.config import IndexConfig, SelectConfig, TeacherFilterConfig
 from trainer.mining.index import build_index, search
 from trainer.mining.report import atomic_write_text, jsonl_lines, score_summary, write_histogram, write_report
@@ -167,7 +167,7 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
         del index
         res.seconds["search"] = time.perf_counter() - clock
         if cand_path is not None and world()[0] == 0:
-            save_candidates(cand_path, scores=scores, ids=ids, pos_scores=res.pos_scores, absent=np.int64(absent),
+            save_npz_atomic(cand_path, scores=scores, ids=ids, pos_scores=res.pos_scores, absent=np.int64(absent),
                             k=np.int64(k))
     if absent:
         res.counts["positives_not_in_corpus"] = absent
@@ -179,15 +179,11 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
     alive = candidate_mask(cand_tids, scores, keys.positive_matrix(), keys.query, res.pos_scores, select_cfg,
                            res.counts)  # (Q, k)
     queries = np.arange(len(examples))
-    if teacher is None and select_cfg.sampling == "top":
-        keep = sample_top(alive, select_cfg.num_negatives, res.counts)  # (Q, k)
-        rows, cols = np.nonzero(keep)  # row-major: rank order inside each row
-        splits = np.searchsorted(rows, np.arange(1, len(examples)))
-        picked_ids, picked_scores = np.split(ids[rows, cols], splits), np.split(scores[rows, cols], splits)
-        res.negatives = [[corpus[i] for i in row.tolist()] for row in picked_ids]
-        res.neg_scores = [row.tolist() for row in picked_scores]
-    elif teacher is None:
-        picks = sample(mask_columns(alive), select_cfg, queries, res.counts)  # columns of ids/scores
+    if teacher is None:
+        if select_cfg.sampling == "top":
+            picks = mask_columns(sample_top(alive, select_cfg.num_negatives, res.counts))  # columns of ids/scores
+        else:
+            picks = sample(mask_columns(alive), select_cfg, queries, res.counts)
         res.negatives = [[corpus[i] for i in row[cols].tolist()] for row, cols in zip(ids, picks)]
         res.neg_scores = [row[cols].tolist() for row, cols in zip(scores, picks)]
     else:

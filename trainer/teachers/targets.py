@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -30,6 +28,7 @@ from omegaconf import DictConfig
 from trainer.data.dataset import text_id
 from trainer.data.schema import Example
 from trainer.distributed import world
+from trainer.encoding import save_npz_atomic
 
 
 def _row_lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
@@ -127,11 +126,7 @@ def pair_score_targets(teacher: Any, examples: list[Example], cache_root: Option
     if len(todo):
         scores[todo] = teacher.score([pairs[int(keys[i])][0] for i in todo], [pairs[int(keys[i])][1] for i in todo])
         if cache_file is not None and world()[0] == 0:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-pairs-", suffix=".npz", dir=cache_file.parent)
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, keys=keys, scores=scores)
-            os.replace(tmp, cache_file)
+            save_npz_atomic(cache_file, keys=keys, scores=scores)
     return TeacherTargets(pair_keys=keys, pair_scores=scores, query_ids=query_ids)
 
 
