@@ -112,13 +112,14 @@ def _select(rows: list[tuple[int, dict[str, Any]]], split: str) -> list[tuple[in
 
 
 def load_task(cfg: Mapping[str, Any]) -> TaskData:
-    """Read the data of one ``EvalTaskConfig`` (its ``kind``, ``path``, ``split``, ``max_queries``)."""
+    """Read the data of one ``EvalTaskConfig`` (its ``kind``, ``path``, ``split``, ``max_queries``; retrieval also
+    ``ignore_identical_ids``)."""
     kind, path, split = cfg["kind"], Path(cfg["path"]), cfg.get("split", "test")
     limit: Optional[int] = cfg.get("max_queries")
     if kind not in KINDS:
         raise ValueError(f"eval task {cfg.get('name')}: kind must be one of {KINDS}, got {kind!r}")
     if kind == "retrieval":
-        return load_beir(path, split, limit)
+        return load_beir(path, split, limit, bool(cfg.get("ignore_identical_ids", False)))
     rows = _select(_rows(path), split)
     if kind == "classification":
         train = _select(_rows(path), cfg.get("train_split", "train"))

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from trainer.evaluation.retrieval import evaluate_retrieval, load_beir
+from trainer.evaluation.tasks import load_task
 from trainer.exporting.card import model_card
 from trainer.exporting.onnx_model import OnnxEncoder, export_onnx, quantize_int8, verify
 from trainer.models.checkpoint import atomic_dir, read_metadata
@@ -42,7 +43,7 @@ def int8_quality(cfg: DictConfig, encoder: Encoder, fp32: OnnxEncoder, int8: Onn
     """Main score of each held-out task with PyTorch, ONNX fp32 and ONNX int8."""
     quality: dict[str, Any] = {}
     for task in cfg.eval.tasks:
-        data = load_beir(task.path, task.split, task.max_queries)
+        data = load_task(task)
         scores = {name: evaluate_retrieval(model, data, cfg.eval.batch_size, task=task.task)[task.main_score]
                   for name, model in (("torch", encoder), ("onnx_fp32", fp32), ("onnx_int8", int8))}
         scores["int8_change"] = scores["onnx_int8"] - scores["onnx_fp32"]
