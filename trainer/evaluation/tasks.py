@@ -4,8 +4,8 @@
     python -m trainer.evaluate checkpoint=PATH eval=suite
 
 One JSONL file per task (retrieval uses a BEIR folder instead). A row's optional ``split`` field selects
-the rows of ``task.split`` (classification also reads ``task.train_split`` to fit its classifier); a file
-without ``split`` fields is one split.
+the rows of ``task.split``; a file without ``split`` fields is one split. Classification needs a ``split`` on
+every row: it fits on the ``task.train_split`` rows and scores the ``task.split`` rows, never the same ones.
 
 | kind                | row                                                              |
 |---------------------|------------------------------------------------------------------|
@@ -111,6 +111,23 @@ def _select(rows: list[tuple[int, dict[str, Any]]], split: str) -> list[tuple[in
     return [(n, r) for n, r in rows if r.get("split", split) == split]
 
 
+def _classification_splits(path: Path, rows: list[tuple[int, dict[str, Any]]], split: str, train_split: str,
+                           ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+    """(scored rows, fitting rows): disjoint, so the classifier is never scored on the rows it was fitted on."""
+    if split == train_split:
+        raise TaskFileError(f"{path}: split and train_split are both {split!r}: the classifier would be scored on "
+                            "the rows it was fitted on; give the task a train_split different from its split")
+    unmarked = next((n for n, r in rows if "split" not in r), None)
+    if unmarked is not None:
+        raise TaskFileError(f"{path}:{unmarked}: split: missing; a classification file marks every row "
+                            f"{train_split!r} (fits the classifier) or {split!r} (scores it), else a row would be "
+                            "in both")
+    train = [(n, r) for n, r in rows if r["split"] == train_split]
+    if not train:
+        raise TaskFileError(f"{path}: no rows with split={train_split!r} to fit the classifier")
+    return [(n, r) for n, r in rows if r["split"] == split], train
+
+
 def load_task(cfg: Mapping[str, Any]) -> TaskData:
     """Read the data of one ``EvalTaskConfig`` (its ``kind``, ``path``, ``split``, ``max_queries``; retrieval also
     ``ignore_identical_ids``)."""
@@ -120,11 +137,10 @@ def load_task(cfg: Mapping[str, Any]) -> TaskData:
         raise ValueError(f"eval task {cfg.get('name')}: kind must be one of {KINDS}, got {kind!r}")
     if kind == "retrieval":
         return load_beir(path, split, limit, bool(cfg.get("ignore_identical_ids", False)))
-    rows = _select(_rows(path), split)
     if kind == "classification":
-        train = _select(_rows(path), cfg.get("train_split", "train"))
-        if not train:
-            raise TaskFileError(f"{path}: no rows with split={cfg.get('train_split', 'train')!r} to fit the classifier")
+        rows, train = _classification_splits(path, _rows(path), split, cfg.get("train_split", "train"))
+    else:
+        rows = _select(_rows(path), split)
     rows = rows[:limit] if limit else rows
     if not rows:
         raise TaskFileError(f"{path}: no rows for split {split!r}")
