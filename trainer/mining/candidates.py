@@ -19,6 +19,7 @@ import numpy as np
 from trainer.data.schema import Example
 from trainer.encoding import stable_hash, text_keys
 from trainer.mining.config import IndexConfig
+from trainer.mining.select import QueryPositives
 
 
 def _digest(array: np.ndarray) -> str:
@@ -32,6 +33,7 @@ class ExampleKeys:
     query_instructed: np.ndarray  # (Q,) the query with its instruction (what the query embedding depends on)
     pos: np.ndarray  # (P,) every positive of every example, example by example
     pos_offsets: np.ndarray  # (Q + 1,) example q's positives are pos[pos_offsets[q]:pos_offsets[q + 1]]
+    group: np.ndarray  # (Q,) examples with the same query text share a group (and so their positives)
 
     @classmethod
     def of(cls, examples: Sequence[Example]) -> "ExampleKeys":
@@ -41,10 +43,15 @@ class ExampleKeys:
             [ex.query for ex in examples], instructions)
         pos = text_keys([t for ex in examples for t in ex.pos])
         offsets = np.concatenate([[0], np.cumsum([len(ex.pos) for ex in examples])])
-        return cls(query, instructed, pos, offsets)
+        return cls(query, instructed, pos, offsets, np.unique(query, return_inverse=True)[1].reshape(-1))
+
+    def positives(self) -> QueryPositives:
+        """What each example never takes as a negative: the positives of every example with its query text."""
+        return QueryPositives(self.positive_matrix(), self.group, np.repeat(self.group, np.diff(self.pos_offsets)),
+                              self.pos)
 
     def positive_matrix(self) -> np.ndarray:
-        """(Q, P) positive ids per query, padded with -2 (``trainer.mining.select.positive_matrix``)."""
+        """(Q, P) each example's own positive ids, padded with -2 (``trainer.mining.select.positive_matrix``)."""
         counts = np.diff(self.pos_offsets)
         matrix = np.full((len(counts), max(int(counts.max(initial=0)), 1)), -2, dtype=np.int64)
         rows = np.repeat(np.arange(len(counts)), counts)

@@ -136,8 +136,8 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
     corpus = list(corpus)
     corpus_tids = text_keys(corpus)
     keys = ExampleKeys.of(examples)
-    max_pos = max(len(ex.pos) for ex in examples)
-    k = select_cfg.max_rank + max_pos + int(select_cfg.exclude_query_text)  # room for the excluded ones
+    positives = keys.positives()  # of every row with the same query text: never a negative
+    k = select_cfg.max_rank + positives.widest() + int(select_cfg.exclude_query_text)  # room for the excluded
     cached, cand_path = None, None
     if cache_root is not None:
         res.cache_keys.update(embedding_cache_keys(encoder, examples, cache_root, precision))
@@ -176,7 +176,7 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
     clock = time.perf_counter()
     cand_tids = np.where(ids >= 0, corpus_tids[np.clip(ids, 0, None)], -1)  # (Q, k)
     res.counts["candidates"] = int(ids.size)
-    alive = candidate_mask(cand_tids, scores, keys.positive_matrix(), keys.query, res.pos_scores, select_cfg,
+    alive = candidate_mask(cand_tids, scores, positives, keys.query, res.pos_scores, select_cfg,
                            res.counts)  # (Q, k)
     queries = np.arange(len(examples))
     if teacher is None:
@@ -214,11 +214,25 @@ def load_miner(model_cfg: Any) -> Encoder:
     return Encoder.from_config(model_cfg)
 
 
+def query_positives(examples: Sequence[Example]) -> dict[str, set[str]]:
+    """Query text -> the positives of every example with that text."""
+    shared: dict[str, set[str]] = {}
+    for ex in examples:
+        shared.setdefault(ex.query, set()).update(ex.pos)
+    return shared
+
+
 def output_rows(examples: Sequence[Example], res: MineResult, keep_existing: bool) -> list[dict[str, Any]]:
+    """Training rows: mined negatives replace the row's own, or follow them (``keep_existing``). A kept negative that
+    is a positive of another row with the same query text is dropped (counted in ``res.counts``)."""
     rows = []
+    shared = query_positives(examples) if keep_existing else {}
     for q, ex in enumerate(examples):
         mined = [t for t in res.negatives[q] if not keep_existing or t not in ex.neg]
-        neg = (list(ex.neg) if keep_existing else []) + mined
+        kept = [t for t in ex.neg if t not in shared[ex.query]] if keep_existing else []
+        if len(kept) < len(ex.neg) and keep_existing:
+            res.counts["existing_negatives_positive_elsewhere"] += len(ex.neg) - len(kept)
+        neg = kept + mined
         row: dict[str, Any] = {"query": ex.query, "pos": list(ex.pos), "neg": neg}
         if ex.task is not None:
             row["task"] = ex.task
