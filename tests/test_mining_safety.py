@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pytest
 
+from conftest import make_rows, write_jsonl
 from trainer.data.schema import Example
 from trainer.mining.config import IndexConfig, SelectConfig, TeacherFilterConfig
 from trainer.mining.pipeline import mine_negatives, output_rows
@@ -81,3 +82,41 @@ def test_query_positives_mask_equals_a_plain_loop() -> None:
     want = np.array([[int(t) in union[group[q]] for t in cand[q]] for q in range(60)])
     np.testing.assert_array_equal(positives.mask(cand), want)
     assert positives.widest() == max(len(u) for u in union.values())
+
+
+def compose_mine(tiny_model: Path, *overrides: str) -> Any:
+    from hydra import compose, initialize_config_dir
+
+    from trainer.config import CONF_DIR
+    from trainer.mining.config import register_mine_configs
+
+    register_mine_configs()
+    base = [f"model.name_or_path={tiny_model}", "model.max_length_passage=32", "cache_dir=null", "histogram=false"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="mine", overrides=base + list(overrides))
+
+
+def test_mining_refuses_to_write_over_its_input(tiny_model: Path, tmp_path: Path) -> None:
+    from trainer.mining.pipeline import run
+
+    data = write_jsonl(tmp_path / "data" / "train.jsonl", make_rows(20, negatives=2))
+    corpus = write_jsonl(tmp_path / "corpus" / "report.json", [{"id": i, "text": f"w{i} w{i + 1}"} for i in range(9)])
+    before = {p: p.read_bytes() for p in (data, corpus)}
+    for overrides, named in [([f"input_files=[{data}]", f"out_dir={data.parent}"], data),
+                             ([f"input_files=[{data}]", f"out_dir={tmp_path / 'data' / '.' }"], data),
+                             ([f"input_files=[{data}]", f"corpus_file={corpus}", f"out_dir={corpus.parent}"], corpus)]:
+        with pytest.raises(ValueError, match=rf"{named}.*input.*out_dir"):
+            run(compose_mine(tiny_model, *overrides))
+    assert {p: p.read_bytes() for p in before} == before  # untouched
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["train.jsonl"]
+
+
+def test_mining_fails_when_no_row_would_be_written(tiny_model: Path, tmp_path: Path) -> None:
+    from trainer.mining.pipeline import run
+
+    data = write_jsonl(tmp_path / "train.jsonl", make_rows(20))
+    cfg = compose_mine(tiny_model, f"input_files=[{data}]", f"out_dir={tmp_path / 'mined'}", "select.max_score=-2",
+                       "drop_rows_without_negatives=true")  # nothing scores below -2: every row is dropped
+    with pytest.raises(ValueError, match=r"mined/train.jsonl: no rows to write: all 20 rows were dropped"):
+        run(cfg)
+    assert not (tmp_path / "mined" / "train.jsonl").exists()

@@ -274,6 +274,32 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def rows_to_write(cfg: Any, examples: Sequence[Example], res: MineResult) -> list[dict[str, Any]]:
+    """The output rows; raises when none is left (an empty train.jsonl would only fail later, in training)."""
+    rows = output_rows(examples, res, cfg.keep_existing_negatives)
+    if cfg.drop_rows_without_negatives:  # training with data.num_negatives > 0 needs a negative in every row
+        kept = [r for r in rows if r["neg"]]
+        res.counts["rows_dropped_without_negatives"] = len(rows) - len(kept)
+        rows = kept
+    if not rows:
+        removed = {r: res.counts[r] for r in (*RULES, "teacher") if res.counts.get(r)}
+        raise ValueError(f"{Path(cfg.out_dir) / 'train.jsonl'}: no rows to write: all {len(examples)} rows were "
+                         "dropped by drop_rows_without_negatives=true (no negative survived the selection rules; "
+                         f"removed: {removed}): loosen select.* or keep the rows")
+    return rows
+
+
+def refuse_overwriting_inputs(cfg: Any) -> None:
+    """Stop before any work when an output (train.jsonl, report.json, scores.png) would replace an input file."""
+    out = Path(cfg.out_dir)
+    outputs = {p.resolve(): p for p in (out / "train.jsonl", out / "report.json", out / "scores.png")}
+    for name in [*cfg.input_files, *([cfg.corpus_file] if cfg.corpus_file else [])]:
+        clash = outputs.get(Path(name).resolve())
+        if clash is not None:
+            raise ValueError(f"{name}: this input would be overwritten by the output {clash}: give an out_dir that "
+                             f"holds no input file (out_dir={cfg.out_dir})")
+
+
 def run(cfg: Any) -> dict[str, Any]:
     """Mine as configured (a composed ``conf/mine.yaml``); writes the outputs and returns the report."""
     with collector_paused():
@@ -288,6 +314,7 @@ def _run(cfg: Any) -> dict[str, Any]:
 
         torch.set_num_threads(cfg.num_threads)
     started = time.perf_counter()
+    refuse_overwriting_inputs(cfg)
     device, main = processes()
     examples, load_report = load_examples(list(cfg.input_files), on_error=cfg.on_error, max_rows=cfg.max_rows)
     corpus = load_corpus(cfg.corpus_file) if cfg.corpus_file else default_corpus(examples)
@@ -301,11 +328,7 @@ def _run(cfg: Any) -> dict[str, Any]:
                          batch_size=cfg.batch_size, encode_chunk=cfg.encode_chunk, teacher=teacher,
                          teacher_cfg=teacher_cfg, precision=cfg.precision)
     out = Path(cfg.out_dir)
-    rows = output_rows(examples, res, cfg.keep_existing_negatives)
-    if cfg.drop_rows_without_negatives:  # training with data.num_negatives > 0 needs a negative in every row
-        kept = [r for r in rows if r["neg"]]
-        res.counts["rows_dropped_without_negatives"] = len(rows) - len(kept)
-        rows = kept
+    rows = rows_to_write(cfg, examples, res)
     if main:  # every process computed the same result; one writes it
         atomic_write_text(out / "train.jsonl", jsonl_lines(rows))
     counts = dict(res.counts)
