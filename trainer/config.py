@@ -260,6 +260,7 @@ class ExportConfig:
     """``python -m trainer.export checkpoint=...`` (conf/export.yaml)."""
     checkpoint: str = MISSING  # an exported checkpoint folder (with embedstill.json)
     out: str = MISSING  # the ONNX folder written (atomically)
+    overwrite: bool = False  # replace an existing out folder that is not an earlier export (never the checkpoint's)
     opset: int = 18
     quantize: bool = True  # also write model_int8.onnx (onnxruntime dynamic int8) and measure its quality
     verify: ExportVerifyConfig = field(default_factory=ExportVerifyConfig)

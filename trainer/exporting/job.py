@@ -2,7 +2,8 @@
 
     python -m trainer.export checkpoint=runs/demo/checkpoints/step-000090 out=runs/demo/onnx
 
-Output folder (written to a temporary sibling, then renamed):
+Output folder (written to a temporary sibling, then renamed; an earlier export there is replaced, any other existing
+folder only with ``overwrite=true``, and never a folder that holds the checkpoint):
     model.onnx, model_int8.onnx (quantize=true), tokenizer files, embedstill.json, export.json (report), README.md
 """
 from __future__ import annotations
@@ -39,6 +40,28 @@ def checked_metadata(checkpoint: Path) -> dict[str, Any]:
     return metadata
 
 
+def is_export(folder: Path) -> bool:
+    """A folder this job wrote: its report and its graph are there."""
+    return (folder / "export.json").is_file() and (folder / "model.onnx").is_file()
+
+
+def check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` whose replacement loses something: the checkpoint (always), or a folder that is not an
+    earlier export (unless ``overwrite``). Runs before any work."""
+    target, source = out.resolve(), checkpoint.resolve()
+    if target == source or target in source.parents:
+        raise ValueError(f"out={out}: the folder holds the checkpoint {checkpoint}, which replacing it would delete; "
+                         f"give out a folder of its own (the default is {checkpoint}-onnx)")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={out}: is a file, not a folder: give out a folder")
+    if not out.exists() or is_export(out) or not any(out.iterdir()) or overwrite:
+        return
+    names = sorted(p.name for p in out.iterdir())
+    raise ValueError(f"out={out}: exists and is not an earlier export (it holds {', '.join(names[:5])}"
+                     f"{', ...' if len(names) > 5 else ''}), and the export replaces its out folder: give another out, "
+                     "or overwrite=true to replace it")
+
+
 def int8_quality(cfg: DictConfig, encoder: Encoder, fp32: OnnxEncoder, int8: OnnxEncoder) -> dict[str, Any]:
     """Main score of each held-out task with PyTorch, ONNX fp32 and ONNX int8."""
     quality: dict[str, Any] = {}
@@ -66,6 +89,7 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
     """Export, verify, optionally quantise and score, write the card; returns the report."""
     checkpoint = Path(cfg.checkpoint)
     metadata = checked_metadata(checkpoint)
+    check_out(Path(cfg.out), checkpoint, cfg.overwrite)
     encoder = Encoder.from_pretrained(str(checkpoint)).eval()
     texts = seed_texts(cfg)
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "opset": cfg.opset}
