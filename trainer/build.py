@@ -120,8 +120,9 @@ class Evaluator:
     """Runs the configured eval tasks on an encoder; returns ``{"<task>/<metric>": value}``."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        from trainer.evaluation.tasks import load_task
+        from trainer.evaluation.tasks import check_task_names, load_task
 
+        check_task_names(cfg.tasks)
         self.cfg = cfg
         self.tasks = [(task, load_task(task)) for task in cfg.tasks]
 

@@ -21,10 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
+from trainer.encoding import stable_hash
 from trainer.evaluation.retrieval import RetrievalData, load_beir
 
 KINDS = ("retrieval", "sts", "classification", "clustering", "pair_classification", "reranking")
@@ -170,14 +172,67 @@ def load_task(cfg: Mapping[str, Any]) -> TaskData:
     return RerankingData(queries, candidates, relevant)
 
 
+# A task's results are <out>/<name>.json and its plot plots/<name>.png: a name is a plain file name, one per task.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+RESERVED_NAMES = ("model_meta", "run", "checkpoint", "step")  # model_meta.json beside results; leaderboard columns
+
+
+def check_task_names(tasks: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a task name that is no plain file name, is reserved, or is another task's name (ignoring case, as
+    some file systems do: one name, one file)."""
+    seen: dict[str, str] = {}
+    for task in tasks:
+        name = task.get("name")
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+            raise ValueError(f"eval task {name!r}: name: use letters, digits, '.', '_' and '-' (first a letter or "
+                             "digit, at most 100): it names the task's result file <name>.json and plot <name>.png")
+        if name.lower() in RESERVED_NAMES:
+            raise ValueError(f"eval task {name!r}: name: reserved ({', '.join(RESERVED_NAMES)}): pick another")
+        if name.lower() in seen:
+            raise ValueError(f"eval task {name!r}: name: task {seen[name.lower()]!r} has it too (ignoring case): "
+                             "each task needs its own name")
+        seen[name.lower()] = name
+
+
+def check_task_paths(tasks: Sequence[Mapping[str, Any]]) -> None:
+    """Every task's ``path`` exists (checked before a run is watched, so a typo stops it at once)."""
+    missing = [f"eval task {t['name']!r}: path={t['path']}: no such file or folder" for t in tasks
+               if not Path(t["path"]).exists()]
+    if missing:
+        raise FileNotFoundError("; ".join(missing) + " (bundled tasks: python data/prepare_eval.py)")
+
+
+def task_fingerprint(task: Mapping[str, Any]) -> str:
+    """What a task's result depends on: its settings and its data's ``fingerprint`` (None while the path is missing).
+
+    Unset settings (None, False) are left out, so a new option that is off by default keeps earlier results valid.
+    """
+    settings = {k: v for k, v in task.items() if v is not None and v is not False}
+    try:
+        data: Optional[str] = fingerprint(task["path"])
+    except OSError:
+        data = None
+    return stable_hash({"task": settings, "data": data})[:16]
+
+
+_FINGERPRINTS: dict[tuple[Any, ...], str] = {}  # (path, each file's size and mtime) -> fingerprint
+
+
 def fingerprint(path: str | Path) -> str:
-    """sha256 (16 hex) of a task file, or of every file in a BEIR folder: the result's ``dataset_revision``."""
+    """sha256 (16 hex) of a task file, or of every file in a BEIR folder: the result's ``dataset_revision``.
+
+    Remembered per (file, size, mtime) in this process: a watcher asks for it at every poll.
+    """
     path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stamp = (str(path.resolve()), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if stamp in _FINGERPRINTS:
+        return _FINGERPRINTS[stamp]
     h = hashlib.sha256()
     for f in files:
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         with open(f, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 h.update(block)
-    return h.hexdigest()[:16]
+    _FINGERPRINTS[stamp] = h.hexdigest()[:16]
+    return _FINGERPRINTS[stamp]
