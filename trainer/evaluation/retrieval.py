@@ -11,8 +11,6 @@ documents, and a judged query without a relevant document counts as 0 in the mea
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from trainer.io import read_jsonl, read_lines
 from trainer.models.encoder import Encoder
 
 
@@ -35,42 +34,56 @@ class RetrievalData:
     ignore_identical_ids: bool = False
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_no}: row: invalid JSON: {err.msg}") from None
-    return rows
+def _read_texts(path: Path, with_title: bool) -> tuple[list[str], list[str]]:
+    """(ids, texts) of a BEIR ``corpus.jsonl`` (title and text joined by a space when a title is present, the BEIR
+    convention) or ``queries.jsonl``; a bad row stops with ``path:line: field: problem``."""
+    ids, texts = [], []
+    for line_no, row in read_jsonl(path):
+        where = f"{path}:{line_no}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: row: expected a JSON object")
+        for name, kinds, described in (("_id", (str, int), "a string or integer"), ("text", (str,), "a string")):
+            if name not in row:
+                raise ValueError(f"{where}: {name}: missing")
+            if isinstance(row[name], bool) or not isinstance(row[name], kinds):
+                raise ValueError(f"{where}: {name}: expected {described}, got {row[name]!r}")
+        title = row.get("title") if with_title else None
+        if title is not None and not isinstance(title, str):
+            raise ValueError(f"{where}: title: expected a string, got {title!r}")
+        ids.append(str(row["_id"]))
+        texts.append((title + " " + row["text"]).strip() if title else row["text"])
+    return ids, texts
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """query id -> {document id: relevance} from a tab-separated qrels file (a header line is skipped)."""
+    qrels: dict[str, dict[str, int]] = {}
+    for line_no, line in read_lines(path):
+        row = line.split("\t")
+        if line_no == 1 and not row[-1].strip().lstrip("-").isdigit():
+            continue  # header
+        if len(row) < 3:
+            raise ValueError(f"{path}:{line_no}: row: expected query-id, corpus-id, score (tab-separated)")
+        try:
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+        except ValueError:
+            raise ValueError(f"{path}:{line_no}: score: expected an integer, got {row[2]!r}") from None
+    return qrels
 
 
 def load_beir(folder: str | Path, split: str = "test", max_queries: Optional[int] = None,
               ignore_identical_ids: bool = False) -> RetrievalData:
+    """The judged queries of ``split`` (at most ``max_queries``), the corpus and the qrels of a BEIR folder."""
     folder = Path(folder)
     for need in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / need).exists():
             raise FileNotFoundError(f"{folder / need}: missing (BEIR layout: corpus.jsonl, queries.jsonl, qrels/)")
-    qrels: dict[str, dict[str, int]] = {}
-    with open(folder / "qrels" / f"{split}.tsv", encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        for line_no, row in enumerate(reader, start=1):
-            if line_no == 1 and row and not row[-1].lstrip("-").isdigit():
-                continue  # header
-            if len(row) < 3:
-                raise ValueError(f"{folder}/qrels/{split}.tsv:{line_no}: row: expected query-id, corpus-id, score")
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    corpus_rows = _read_jsonl(folder / "corpus.jsonl")
-    corpus_ids = [str(r["_id"]) for r in corpus_rows]
-    # BEIR convention: title and text joined by a space when a title is present.
-    corpus = [(r.get("title", "") + " " + r["text"]).strip() if r.get("title") else r["text"] for r in corpus_rows]
-    query_rows = [r for r in _read_jsonl(folder / "queries.jsonl") if str(r["_id"]) in qrels]
-    if max_queries is not None:
-        query_rows = query_rows[:max_queries]
-    return RetrievalData(corpus_ids, corpus, [str(r["_id"]) for r in query_rows],
-                         [r["text"] for r in query_rows], qrels, ignore_identical_ids)
+    qrels = _read_qrels(folder / "qrels" / f"{split}.tsv")
+    corpus_ids, corpus = _read_texts(folder / "corpus.jsonl", with_title=True)
+    query_ids, queries = _read_texts(folder / "queries.jsonl", with_title=False)
+    judged = [i for i, qid in enumerate(query_ids) if qid in qrels][:max_queries]
+    return RetrievalData(corpus_ids, corpus, [query_ids[i] for i in judged], [queries[i] for i in judged], qrels,
+                         ignore_identical_ids)
 
 
 def search(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:

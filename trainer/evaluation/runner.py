@@ -11,7 +11,6 @@ error there and the next task runs); ``model_meta.json`` describes the checkpoin
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import traceback
 from pathlib import Path
@@ -27,7 +26,7 @@ from trainer.evaluation import metrics
 from trainer.evaluation.retrieval import RetrievalData, evaluate_retrieval
 from trainer.evaluation.tasks import (LabelledData, PairData, RerankingData, TaskData, check_task_names, fingerprint,
                                      load_task, task_fingerprint)
-from trainer.models.encoder import METADATA_FILE, Encoder
+from trainer.models.encoder import METADATA_FILE, Encoder, load_metadata
 from trainer.run import STEP_DIR, write_json_atomic
 
 Log = Callable[[str], None]
@@ -47,12 +46,12 @@ def load_checkpoint(path: str | Path, device: str = "auto", allow_no_metadata: b
                     ) -> tuple[Encoder, dict[str, Any]]:
     """The encoder as its ``embedstill.json`` describes it (spec=None reads it), on ``device``, in eval mode."""
     path = Path(path)
-    meta_file = path / METADATA_FILE
-    if not meta_file.exists() and not allow_no_metadata:
+    meta = load_metadata(path)
+    if meta is None and not allow_no_metadata:
         raise FileNotFoundError(f"{path}: no {METADATA_FILE}, so the prompts, pooling, normalisation and max lengths "
                                 "it was trained with are unknown; pass allow_no_metadata=true to use the defaults "
                                 "(mean pooling, normalised, no prompts)")
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    meta = meta or {}
     encoder = Encoder.from_pretrained(str(path))
     encoder.to(pick_device(device)).eval()
     return encoder, meta

@@ -19,7 +19,6 @@ every row: it fits on the ``task.train_split`` rows and scores the ``task.split`
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from trainer.encoding import stable_hash
 from trainer.evaluation.retrieval import RetrievalData, load_beir
+from trainer.io import read_jsonl
 
 KINDS = ("retrieval", "sts", "classification", "clustering", "pair_classification", "reranking")
 
@@ -66,18 +66,10 @@ class TaskFileError(ValueError):
 def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: task file missing (bundled tasks: python data/prepare_eval.py)")
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TaskFileError(f"{path}:{line_no}: row: invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise TaskFileError(f"{path}:{line_no}: row: expected a JSON object")
-            rows.append((line_no, row))
+    rows = list(read_jsonl(path, TaskFileError))
+    bad = next((n for n, row in rows if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise TaskFileError(f"{path}:{bad}: row: expected a JSON object")
     return rows
 
 

@@ -10,6 +10,7 @@ with other rules (margins, a narrower rank window, sampling, a teacher) then cos
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -20,6 +21,8 @@ from trainer.data.schema import Example
 from trainer.encoding import stable_hash, text_keys
 from trainer.mining.config import IndexConfig
 from trainer.mining.select import QueryPositives
+
+log = logging.getLogger(__name__)
 
 
 def _digest(array: np.ndarray) -> str:
@@ -76,9 +79,13 @@ def load_candidates(path: Path, k: int) -> Optional[dict[str, Any]]:
     """The stored search result cut to its first ``k`` columns; None when absent or searched less deep."""
     if not path.exists():
         return None
-    with np.load(path) as z:
-        if int(z["k"]) < k:
-            return None
-        found = {name: z[name] for name in z.files}
+    try:
+        with np.load(path) as z:
+            if int(z["k"]) < k:
+                return None
+            found = {name: z[name] for name in z.files}
+    except Exception as err:  # noqa: BLE001 - a damaged file is a cache miss: searched again and rewritten
+        log.warning("%s: corrupt stored search result (%s: %s): searching again", path, type(err).__name__, err)
+        return None
     found["scores"], found["ids"] = found["scores"][:, :k], found["ids"][:, :k]
     return found

@@ -11,7 +11,6 @@ selection with other rules costs neither encoding nor search.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from trainer.data.dataset import load_examples
 from trainer.data.schema import DataError, Example
 from trainer.distributed import world
 from trainer.encoding import EmbeddingCache, encode_cached, save_npz_atomic, text_keys
+from trainer.io import read_jsonl
 from trainer.mining.candidates import ExampleKeys, candidates_key, load_candidates
 from trainer.mining.config import IndexConfig, SelectConfig, TeacherFilterConfig
 from trainer.mining.index import build_index, search
@@ -53,20 +53,13 @@ class MineResult:
 def load_corpus(path: str | Path) -> list[str]:
     """Texts of a JSONL corpus ``{"id": ..., "text": ...}``; a bad line stops with ``path:line: field: problem``."""
     texts = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: row: invalid JSON: {err.msg} at column {err.colno}") from None
-            if not isinstance(row, dict) or "text" not in row:
-                raise DataError(f"{where}: text: missing")
-            if not isinstance(row["text"], str) or not row["text"].strip():
-                raise DataError(f"{where}: text: must be a non-empty string")
-            texts.append(row["text"])
+    for line_no, row in read_jsonl(path, DataError):
+        where = f"{path}:{line_no}"
+        if not isinstance(row, dict) or "text" not in row:
+            raise DataError(f"{where}: text: missing")
+        if not isinstance(row["text"], str) or not row["text"].strip():
+            raise DataError(f"{where}: text: must be a non-empty string")
+        texts.append(row["text"])
     if not texts:
         raise ValueError(f"{path}: the corpus is empty")
     return texts
