@@ -196,3 +196,17 @@ def test_reports_survive_results_written_under_an_unsafe_name(tmp_path: Path) ->
     (folder / "a_b.json").write_text(json.dumps(record))
     rows = update_run_reports(tmp_path / "run")
     assert rows[0]["a_b"] == 0.5 and (tmp_path / "run" / "eval" / "plots" / "a_b.png").exists()
+
+
+def test_training_refuses_an_unsafe_task_name_before_any_work(tiny_model: Path, tiny_data: dict[str, Path],
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    from trainer.train import main
+
+    monkeypatch.setattr("sys.argv", ["trainer.train", f"model.name_or_path={tiny_model}", "name=t",
+                                     f"data.train_files=[{tiny_data['train']}]", f"paths.runs={tmp_path}",
+                                     f"eval.tasks=[{{name: 'a/b', path: '{tiny_data['beir']}'}}]"])
+    with pytest.raises(SystemExit):
+        main()
+    assert "eval task 'a/b': name: " in capsys.readouterr().err
+    assert not (tmp_path / "t" / "config.yaml").exists()  # stopped before the run was set up

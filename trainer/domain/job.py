@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from trainer.config import EvalTaskConfig
 from trainer.domain.corpus import CorpusReport, read_documents
 from trainer.domain.pseudo import make_pairs
+from trainer.evaluation.tasks import check_task_names
 from trainer.run import write_json_atomic
 
 IN_DOMAIN = "in_domain"
@@ -121,6 +122,7 @@ def run_domain(cfg: DictConfig) -> Optional[float]:
     if cfg.get("domain") is None:
         raise ValueError("domain: not configured; run python -m trainer.domain experiment=domain_adapt "
                          "domain.text_dir=<folder of text files>")
+    check_task_names([*cfg.eval.tasks, {"name": IN_DOMAIN}])  # before any work: each name is a result file's name
     state = PartialState()
     data_dir = Path(cfg.run_dir) / "domain_data"
     report: dict[str, Any] = {}
