@@ -102,6 +102,8 @@ def test_corrupt_safetensors_are_named_as_corrupt(checkpoint: Path, tmp_path: Pa
               log=lambda _: None)
     entry = EvalState(run / "eval").data["checkpoints"]["step-000001"]
     assert entry["status"] == "failed" and "model.safetensors: corrupt safetensors file" in entry["error"]
+    failures = EvalState(run / "eval").failures(["step-000001"], [], {})  # the CLI exits 1 on these
+    assert len(failures) == 1 and "corrupt safetensors file" in failures[0]
 
 
 def test_corrupt_cache_chunk_is_reported_and_re_encoded(tiny_model: Path, tmp_path: Path,

@@ -59,10 +59,13 @@ class EvalState:
     def failures(self, names: Sequence[str], tasks: Sequence[Mapping[str, Any]],
                  fingerprints: Mapping[str, str]) -> list[str]:
         """``"<checkpoint> <task>: <error>"`` of each configured task whose current result for these checkpoints
-        failed."""
+        failed, and ``"<checkpoint>: <error>"`` of each of them that could not be loaded."""
         out = []
         for name in names:
-            done = self.data["checkpoints"].get(name, {}).get("tasks", {})
+            entry = self.data["checkpoints"].get(name, {})
+            if entry.get("status") == "failed":
+                out.append(f"{name}: {entry.get('error')}")
+            done = entry.get("tasks", {})
             out += [f"{name} {t['name']}: {done[t['name']].get('error')}" for t in tasks
                     if done.get(t["name"], {}).get("status") == "failed"
                     and done[t["name"]]["fingerprint"] == fingerprints[t["name"]]]
