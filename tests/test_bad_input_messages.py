@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_rows, write_beir, write_jsonl
+from conftest import make_rows, write_beir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -223,7 +223,7 @@ def output_rows(examples: Sequence[Example], res: MineResult, keep_existing: boo
     for q, ex in enumerate(examples):
         mined = [t for t in res.negatives[q] if not keep_existing or t not in ex.neg]
         kept = [t for t in ex.neg if t not in shared[ex.query]] if keep_existing else []
-        if len(kept) < len(ex.neg) and keep_existing:
+        if keep_existing and len(kept) < len(ex.neg):
             res.counts["existing_negatives_positive_elsewhere"] += len(ex.neg) - len(kept)
         neg = kept + mined
         row: dict[str, Any] = {"query": ex.query, "pos": list(ex.pos), "neg": neg}
