@@ -104,6 +104,7 @@ class EvalTaskConfig:
     max_queries: Optional[int] = None  # also caps the rows of non-retrieval task files
     train_split: str = "train"  # classification: the rows the logistic regression is fitted on
     side: str = "query"  # sts/classification/clustering/pair_classification texts use this side's prompt
+    ignore_identical_ids: bool = False  # retrieval: never retrieve a document with the query's id (BEIR, MTEB)
     # Prompts come from the checkpoint's embedstill.json. Setting one of these to a different value is refused
     # unless allow_prompt_override=true (then it replaces the checkpoint's for this task).
     query_prefix: Optional[str] = None
@@ -259,6 +260,7 @@ class ExportConfig:
     """``python -m trainer.export checkpoint=...`` (conf/export.yaml)."""
     checkpoint: str = MISSING  # an exported checkpoint folder (with embedstill.json)
     out: str = MISSING  # the ONNX folder written (atomically)
+    overwrite: bool = False  # replace an existing out folder that is not an earlier export (never the checkpoint's)
     opset: int = 18
     quantize: bool = True  # also write model_int8.onnx (onnxruntime dynamic int8) and measure its quality
     verify: ExportVerifyConfig = field(default_factory=ExportVerifyConfig)

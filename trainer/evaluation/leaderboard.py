@@ -41,7 +41,9 @@ def collect(run_root: str | Path) -> list[dict[str, Any]]:
                 continue
             record = json.loads(path.read_text())
             splits = [s for s in record.get("scores", {}).values() if s]
-            row[record["task_name"]] = float(splits[0][0]["main_score"]) if splits else None
+            # The file's name, not record["task_name"]: a plain file name even in results written before task
+            # names were checked, so plotting never meets a "/".
+            row[path.stem] = float(splits[0][0]["main_score"]) if splits else None
         rows.append(row)
     return sorted(rows, key=lambda r: (r["run"], r["step"] if r["step"] is not None else -1, r["checkpoint"]))
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from trainer.models.encoder import METADATA_FILE, Encoder
+from trainer.models.encoder import METADATA_FILE, Encoder, load_metadata
 
 ST_POOLING_KEYS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
                    "last": "pooling_mode_lasttoken"}
@@ -94,8 +94,8 @@ def save_checkpoint(encoder: Encoder, target: Path, metadata: Optional[dict[str,
 
 
 def read_metadata(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / METADATA_FILE
-    if not path.exists():
+    meta = load_metadata(folder)
+    if meta is None:
         raise FileNotFoundError(f"{folder}: no {METADATA_FILE}: not an embedstill checkpoint "
                                 "(it lacks the pooling, normalisation, max lengths and prompts it was trained with)")
-    return json.loads(path.read_text())
+    return meta
