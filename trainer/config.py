@@ -285,6 +285,18 @@ class EvaluateConfig:
     paths: Dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class PushConfig:
+    """``python -m trainer.push checkpoint=... repo_id=...`` (conf/push.yaml): publish to the Hugging Face Hub."""
+    checkpoint: str = MISSING  # an exported checkpoint folder
+    repo_id: str = MISSING  # ORG/NAME on the Hub
+    private: Optional[bool] = True  # visibility of a new repository (an existing one keeps its own)
+    revision: str = "main"  # branch committed to; created from main when missing
+    commit_message: Optional[str] = None
+    refresh_card: bool = True  # rewrite README.md (latest scores, usage code naming repo_id) before uploading
+    dry_run: bool = False  # card and checks only: nothing is sent
+
+
 def register_configs() -> None:
     """Register the schema and the ``${asset:NAME}`` resolver (idempotent)."""
     from trainer.assets import asset
@@ -300,6 +312,7 @@ def register_configs() -> None:
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(group="eval/task", name="task_schema", node=EvalTaskConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="push_schema", node=PushConfig)
 
 
 def _conf_dir() -> Path:
