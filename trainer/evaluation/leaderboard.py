@@ -136,8 +136,9 @@ class WandbSink:
     def __init__(self, cfg: Any, run_root: Optional[Path]) -> None:
         self.run = None
         if cfg is not None and cfg.kind == "wandb" and cfg.mode != "disabled":
-            import wandb
+            from trainer.optional import require
 
+            wandb = require("wandb", "logger=wandb", "wandb")  # an optional dependency
             root = Path(run_root) if run_root is not None else Path(".")
             (root / "eval").mkdir(parents=True, exist_ok=True)
             self.run = wandb.init(project=cfg.project, mode=cfg.mode, dir=str(root / "eval"),
