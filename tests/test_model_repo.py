@@ -198,9 +198,22 @@ def test_hub_id_comes_from_the_models_own_files(tmp_path: Path) -> None:
     ckpt.mkdir()
     (ckpt / "embedstill.json").write_text(json.dumps({"base_model": "org/name"}))
     assert hub_id(ckpt) == "org/name"  # training continued from a checkpoint: its base
+    assert hub_id("") is None  # an encoder built in memory
     teacher = assets.cache_dir() / "all-mpnet-base-v2"
     if teacher.exists():
         assert hub_id(teacher) == "sentence-transformers/all-mpnet-base-v2"
+
+
+def test_card_lists_only_hub_datasets(tmp_path: Path) -> None:
+    from trainer.models.card import card_data
+
+    local = tmp_path / "mine.jsonl"
+    local.write_text("{}\n")
+    data = {"train_files": ["BeIR/scifact", "news/train.jsonl", str(local), "sentence-transformers/gooaq"],
+            "format": "hf"}
+    meta = {"encoder": {}, "base_model": None}
+    assert card_data(meta, {"data": data}, [], "m").datasets == ["BeIR/scifact", "sentence-transformers/gooaq"]
+    assert card_data(meta, {"data": {"train_files": ["news/train.jsonl"]}}, [], "m").datasets is None
 
 
 def test_sentence_transformers_reads_the_per_side_lengths(tiny_model: Path, tmp_path: Path) -> None:

@@ -77,6 +77,8 @@ def _checkpoint_base(folder: Path) -> tuple[bool, Optional[str], Optional[str]]:
 def hub_id(source: str | os.PathLike[str]) -> Optional[str]:
     """The Hub id of the model at ``source`` (a Hub id or a local folder) when its own files say it, else None."""
     text, path = str(source), Path(source).expanduser()
+    if not text:
+        return None  # an encoder built in memory, from no named source
     if not path.exists():
         return text if HUB_ID.match(text) else None
     is_checkpoint, base, _ = _checkpoint_base(path)
