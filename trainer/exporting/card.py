@@ -69,9 +69,9 @@ def model_card(checkpoint: Path, metadata: dict[str, Any], report: dict[str, Any
     enc = metadata["encoder"]
     run = find_run_dir(checkpoint, metadata)
     name = checkpoint.parent.parent.name if checkpoint.parent.name == "checkpoints" else checkpoint.name
-    base = metadata.get("base_model") or metadata.get("base_model_name") or "unknown"
+    base = display_path(metadata.get("base_model") or metadata.get("base_model_name") or "unknown")
     lines = [front_matter(metadata), f"# {name} (ONNX)", "",
-             f"Text-embedding model fine-tuned with embedstill from `{display_path(base)}` "
+             f"Text-embedding model fine-tuned with embedstill from `{base}` "
              f"({metadata.get('architecture', '?')}, {metadata.get('dim', '?')}-d), exported from checkpoint "
              f"`{checkpoint.name}` (step {metadata.get('step', '?')}, config hash "
              f"`{metadata.get('config_hash', '?')}`).", "",

@@ -186,7 +186,7 @@ def _usage(meta: dict[str, Any], ref: str) -> list[str]:
              "```", "", "```python", "from sentence_transformers import SentenceTransformer", "",
              f'model = SentenceTransformer("{ref}")',
              'queries = ["how do vaccines train the immune system?"]',
-             'documents = ["Vaccines expose the body to a harmless piece of a pathogen so that it learns to fight it."]',
+             'documents = ["Vaccines expose the body to a harmless piece of a pathogen so it learns to fight it."]',
              f'query_embeddings = model.encode_query(queries)           # prompt "query", at most {q_len} tokens',
              f'document_embeddings = model.encode_document(documents)   # prompt "document", at most {p_len} tokens',
              "print(model.similarity(query_embeddings, document_embeddings))"]
@@ -227,7 +227,8 @@ def _prompts_section(meta: dict[str, Any]) -> list[str]:
     enc = meta["encoder"]
     prompts = enc.get("prompts") or {}
     q_len, p_len = enc.get("max_length_query"), enc.get("max_length_passage")
-    lines = ["## Prompts and lengths", "", "| texts | sentence-transformers | prompt | max tokens |", "|---|---|---|---|",
+    lines = ["## Prompts and lengths", "", "| texts | sentence-transformers | prompt | max tokens |",
+             "|---|---|---|---|",
              f"| queries | `encode_query` (`prompt_name=\"query\"`) | {_cell(prompts.get('query_prefix', ''))} "
              f"| {q_len} |",
              f"| passages | `encode_document` (`prompt_name=\"document\"` or `\"passage\"`) "
@@ -320,9 +321,9 @@ def model_card(folder: Path, location: Optional[Path] = None, repo_id: Optional[
              f"{' and distillation' if 'distillation' in (data.tags or []) else ''}) from "
              f"{meta.get('base_model') or meta.get('base_model_name', 'an unknown base model')}. It loads in "
              "sentence-transformers and transformers; queries and passages get their own prompts and lengths.")
-    lines = ["---", data.to_yaml(), "---", "", f"# {name}", "", intro, "", *_usage(meta, repo_id or _local_ref(location)),
-             *_prompts_section(meta), *_scores_section(results, base, meta.get("step")),
-             *_training_section(meta, config, run)]
+    lines = ["---", data.to_yaml(), "---", "", f"# {name}", "", intro, "",
+             *_usage(meta, repo_id or _local_ref(location)), *_prompts_section(meta),
+             *_scores_section(results, base, meta.get("step")), *_training_section(meta, config, run)]
     if data.license:
         lines += ["## License", "", f"{data.license}, the license of the base model.", ""]
     return "\n".join(lines)
