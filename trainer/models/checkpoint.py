@@ -29,7 +29,8 @@ from trainer.models.provenance import hub_id, model_name, portable_metadata
 ST_POOLING_KEYS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
                    "last": "pooling_mode_lasttoken"}
 # sentence-transformers 6.2 reads per-side lengths (``query_length``, ``document_length``) in
-# sentence_bert_config.json: the oldest version that loads these folders.
+# sentence_bert_config.json: the version these folders are written for and tested with (an older one that does not
+# know these keys passes them to its Transformer module as unknown arguments).
 ST_FORMAT_VERSION = "6.2.0"
 # Metadata blocks that hold texts (prompts, instructions), never paths: left as they are.
 TEXT_KEYS = ("encoder", "task_instructions")
