@@ -56,6 +56,7 @@ wordnet:
 data: venv wordnet
 	$(PY) data/prepare.py all
 	$(PY) data/prepare_eval.py
+	$(PY) data/prepare_text.py all
 
 bench: venv data
 	$(PY) bench/train_throughput.py
