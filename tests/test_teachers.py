@@ -34,7 +34,7 @@ class CountCalls:
 
 
 def test_bi_encoder_teacher_cache_hit_miss_and_invalidation(tiny_model: Path, tmp_path: Path) -> None:
-    teacher = BiEncoderTeacher(str(tiny_model), max_length_passage=32, cache_root=str(tmp_path))
+    teacher = BiEncoderTeacher(str(tiny_model), max_length_passage=32, cache_root=str(tmp_path), precision="float32")
     assert isinstance(teacher, Teacher) and teacher.dim == 32
     assert not teacher.encoder.training and not any(p.requires_grad for p in teacher.encoder.parameters())
     texts = [t for ex in EXAMPLES for t in ex.pos]
@@ -59,6 +59,28 @@ def test_bi_encoder_teacher_cache_hit_miss_and_invalidation(tiny_model: Path, tm
     assert counter.count == 2 * len(texts)
     sims = teacher.score(texts[:3], texts[:3])
     np.testing.assert_allclose(sims, np.ones(3), atol=1e-5)  # normalised: a text against itself
+
+
+def test_teacher_cache_follows_the_hardware_precision_rule_and_shows_progress(
+        tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer import encoding
+
+    texts = [f"w{i} w{i + 3} passage w{i % 7}" for i in range(300)]
+    seen: list[Any] = []
+    fast = BiEncoderTeacher(str(tiny_model), max_length_passage=32, cache_root=str(tmp_path))
+    inner = fast.encoder.encode
+    monkeypatch.setattr(fast.encoder, "encode", lambda *a, **k: seen.append(k["autocast_dtype"]) or inner(*a, **k))
+    monkeypatch.setenv("EMBEDSTILL_PROGRESS", "1")
+    fast.embed(texts, "passage")
+    native = encoding.native_cpu_bf16()
+    assert set(seen) == {torch.bfloat16 if native else None}  # the default: bf16 exactly where it is native
+    err = capsys.readouterr().err
+    assert "encode passages" in err and "300/300" in err, err[-300:]  # count, then rate and ETA beside it
+    exact = BiEncoderTeacher(str(tiny_model), max_length_passage=32, cache_root=str(tmp_path), precision="float32")
+    counter = CountCalls(exact.encoder, "encode")
+    exact.embed(texts, "passage")
+    # float32 and bf16 vectors never share a cache entry (on a CPU without native bf16 both are float32).
+    assert counter.count == (len(texts) if native else 0)
 
 
 def test_embedding_targets_annotate_batches_from_memory(tiny_model: Path, tmp_path: Path) -> None:

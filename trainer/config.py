@@ -155,6 +155,7 @@ class TeacherConfig:
     query_prefix: str = ""
     passage_prefix: str = ""
     dtype: str = "float32"
+    precision: str = "fast"  # bi-encoder autocast: fast = bf16 where native (CUDA, AMX/AVX512-BF16 CPUs) | float32
     batch_size: int = 32
     cache_root: Optional[str] = None  # on-disk cache of teacher embeddings / pair scores (None = recompute)
     trust_remote_code: bool = False

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from trainer.data.dataset import text_id
 from trainer.distributed import gather_no_grad, world
@@ -249,15 +250,26 @@ def check_embeddings(emb: np.ndarray, texts: Sequence[str], what: str = "") -> N
                              f"first text: {texts[first][:80]!r} (check the model weights, dtype and input)")
 
 
+def progress_bar(total: int, desc: str, unit: str = "text") -> Any:
+    """A bar with count, rate and ETA on rank 0 for ``total`` items; silent on other ranks, for small jobs and
+    when ``EMBEDSTILL_PROGRESS=0``. tqdm writes to stderr (the Hydra log keeps the summary lines)."""
+    rank, _ = world()
+    quiet = rank != 0 or total < 256 or os.environ.get("EMBEDSTILL_PROGRESS", "1") == "0"
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=quiet, mininterval=2.0)
+
+
 def _encode_shard(encoder: Encoder, texts: list[str], side: str, task: Optional[str], batch_size: int,
-                  instructions: Optional[list[Optional[str]]], dtype: Optional[torch.dtype]) -> np.ndarray:
+                  instructions: Optional[list[Optional[str]]], dtype: Optional[torch.dtype],
+                  bar: Any = None) -> np.ndarray:
     """Encode this rank's contiguous shard of ``texts``; return the full (N, D) array on every rank."""
     rank, size = world()
     n = len(texts)
+    # Every rank encodes about n / size texts at once: rank 0's count times size is the global progress.
+    tick = None if bar is None else (lambda k: bar.update(k * size))
     if size == 1:
         with torch.inference_mode():  # lighter than no_grad: no version counters or view tracking
             return encoder.encode(texts, side=side, batch_size=batch_size, task=task, instructions=instructions,
-                                  autocast_dtype=dtype)
+                                  autocast_dtype=dtype, progress=tick)
     per = -(-n // size)  # ceil: every rank sends the same number of rows (padding at the end)
     lo, hi = min(rank * per, n), min((rank + 1) * per, n)
     local = np.zeros((per, encoder.dim), dtype=np.float32)
@@ -265,7 +277,7 @@ def _encode_shard(encoder: Encoder, texts: list[str], side: str, task: Optional[
         with torch.inference_mode():
             local[:hi - lo] = encoder.encode(texts[lo:hi], side=side, batch_size=batch_size, task=task,
                                              instructions=None if instructions is None else instructions[lo:hi],
-                                             autocast_dtype=dtype)
+                                             autocast_dtype=dtype, progress=tick)
     device = encoder.device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
     gathered = gather_no_grad(torch.from_numpy(local).to(device))  # (size * per, D), rank-major
     return gathered.cpu().numpy()[:n]
@@ -298,11 +310,13 @@ def encode_cached(encoder: Encoder, texts: Sequence[str], side: str, *, cache_ro
     _, first = np.unique(keys[~found], return_index=True)
     missing_rows = np.flatnonzero(~found)[np.sort(first)]
     rank, size = world()
+    what = f"encode {side}s" + (f" ({task})" if task else "") + (f" [{dtype}]".replace("torch.", "") if dtype else "")
+    bar = progress_bar(len(missing_rows), what)
     for start in range(0, len(missing_rows), chunk_size):
         rows = missing_rows[start:start + chunk_size]
         chunk_texts = [texts[i] for i in rows]
         chunk_instr = None if instr is None else [instr[i] for i in rows]
-        emb = _encode_shard(encoder, chunk_texts, side, task, batch_size, chunk_instr, dtype)
+        emb = _encode_shard(encoder, chunk_texts, side, task, batch_size, chunk_instr, dtype, bar)
         check_embeddings(emb, chunk_texts, f"{side} ")
         if cache is not None and rank == 0:
             cache.add_keys(keys[rows], emb)
@@ -310,6 +324,7 @@ def encode_cached(encoder: Encoder, texts: Sequence[str], side: str, *, cache_ro
         sorter = np.argsort(keys[rows])
         hit = ~found & np.isin(keys, keys[rows])
         out[hit] = emb[sorter[np.searchsorted(keys[rows], keys[hit], sorter=sorter)]]
+    bar.close()
     if size > 1:
         torch.distributed.barrier()  # rank 0's chunks are on disk before anyone looks the cache up again
     check_embeddings(out, texts, f"{side} ")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -231,8 +231,9 @@ class Encoder(nn.Module):
     @torch.no_grad()
     def encode(self, texts: Sequence[str], side: str = "passage",
                instructions: Optional[Sequence[Optional[str]]] = None, batch_size: int = 64, task: Optional[str] = None,
-               autocast_dtype: Optional[torch.dtype] = None) -> np.ndarray:
-        """Encode raw texts; returns (N, D) float32 in input order.
+               autocast_dtype: Optional[torch.dtype] = None,
+               progress: Optional[Callable[[int], Any]] = None) -> np.ndarray:
+        """Encode raw texts; returns (N, D) float32 in input order. ``progress(n)`` is called after each batch.
 
         All texts are tokenized once, then batched by token count (longest first): sorting by characters, as
         sentence-transformers does, leaves more padding on mixed short/long text, and a CPU pays for every
@@ -250,6 +251,8 @@ class Encoder(nn.Module):
             feats = {k: v.to(device) for k, v in feats.items()}
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 out[idx] = self(**feats).cpu().numpy()
+            if progress is not None:
+                progress(len(idx))
         self.train(was_training)
         return out
 

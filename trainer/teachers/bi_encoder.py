@@ -28,8 +28,10 @@ class BiEncoderTeacher:
                  max_length_query: int = 64, max_length_passage: int = 256, query_prefix: str = "",
                  passage_prefix: str = "", dtype: str = "float32", batch_size: int = 32,
                  cache_root: Optional[str] = None, trust_remote_code: bool = False, chunk_size: int = 256,
-                 **_other_kinds: object) -> None:
-        """``_other_kinds``: TeacherConfig fields only other teacher kinds use (e.g. a cross-encoder's max_length)."""
+                 precision: str = "fast", **_other_kinds: object) -> None:
+        """``precision``: the autocast rule of ``trainer.encoding.autocast_dtype`` (``fast`` = bf16 where the
+        hardware computes it natively, as mining does; part of the cache key). ``_other_kinds``: TeacherConfig
+        fields only other teacher kinds use (e.g. a cross-encoder's max_length)."""
         spec = EncoderSpec(pooling=pooling, normalize=normalize, max_length_query=max_length_query,
                            max_length_passage=max_length_passage,
                            prompts=PromptSpec(query_prefix=query_prefix, passage_prefix=passage_prefix))
@@ -40,6 +42,7 @@ class BiEncoderTeacher:
         self.batch_size = batch_size
         self.cache_root = cache_root
         self.chunk_size = chunk_size  # texts per cache file: a killed run keeps every finished chunk
+        self.precision = precision
         self._fingerprint: Optional[str] = None
 
     def fingerprint(self) -> str:
@@ -63,7 +66,8 @@ class BiEncoderTeacher:
         out = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
         for task, rows in groups.items():
             out[rows] = encode_cached(self.encoder, [texts[i] for i in rows], side, cache_root=self.cache_root,
-                                      task=task, batch_size=self.batch_size, chunk_size=self.chunk_size)
+                                      task=task, batch_size=self.batch_size, chunk_size=self.chunk_size,
+                                      precision=self.precision)
         return out
 
     @torch.no_grad()
