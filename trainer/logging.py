@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainer.optional import require
 from trainer.run import RunDir
 
 
@@ -21,8 +22,7 @@ class MetricsLogger:
             raise ValueError(f"logger.kind must be none or wandb, got {cfg.kind!r}")
         mode = wandb_mode(cfg)
         if run.is_main and cfg.kind == "wandb" and mode != "disabled":
-            import wandb
-
+            wandb = require("wandb", "logger=wandb", "wandb")  # an optional dependency
             os.environ.setdefault("WANDB_DIR", str(run.root))
             self.wandb = wandb.init(project=cfg.project, mode=mode, dir=str(run.root), name=run.root.name,
                                     tags=list(cfg.tags), config=OmegaConf.to_container(full_config, resolve=True))
