@@ -70,7 +70,6 @@ class TeacherTargets:
             batch["teacher_scores"] = torch.from_numpy(self.pair_scores[rows].reshape(len(index), group))
         return batch
 
-
     def add_pair_scores(self, teacher: Any, examples: list[Example], cache_root: Optional[str]) -> int:
         """Score the (query, positive/negative) pairs of ``examples`` not scored yet; returns how many were new.
 
