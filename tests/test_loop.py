@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,19 +94,46 @@ def test_remining_refuses_a_precomputed_teacher_at_start(compose, tmp_path: Path
     assert not Path(cfg.run_dir).exists()  # refused before anything was written
 
 
-def test_remining_with_a_cross_encoder_scores_the_new_pairs(compose, tiny_model: Path, tmp_path: Path) -> None:
+def test_remining_with_a_cross_encoder_scores_the_new_pairs(compose, tiny_model: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """24 rows, 3 steps an epoch, re-mined at steps 2 and 4: epoch 2 shows every row with its re-mined negatives,
+    and each (query, new negative) pair gets the cross-encoder's own score."""
     from test_teachers import _tiny_cross_encoder
 
     from trainer.loop import train
+    from trainer.teachers.cross_encoder import CrossEncoderTeacher
+    from trainer.teachers.targets import TeacherTargets, pair_key, text_id
 
+    rows = make_rows(24, seed=5, negatives=2)
     reranker = _tiny_cross_encoder(tiny_model, tmp_path / "ce")
-    cfg = compose("teacher=cross_encoder", f"teacher.name_or_path={reranker}", "teacher.max_length=48",
+    original = {int(pair_key(np.array([text_id(r["query"])]), np.array([text_id(t)]))[0])
+                for r in rows for t in (*r["pos"], *r["neg"])}
+    texts = {text_id(t): t for r in rows for t in (r["query"], *r["pos"], *r["neg"])}
+    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (query ids, passage ids, scores) of each batch
+    annotate = TeacherTargets.annotate
+
+    def recording(self: TeacherTargets, batch: dict[str, Any]) -> dict[str, Any]:
+        out = annotate(self, batch)
+        group = out["teacher_scores"].shape[1]
+        seen.append((np.repeat(self.query_ids[batch["index"].numpy()], group), batch["passage_ids"].numpy(),
+                     out["teacher_scores"].numpy().reshape(-1)))
+        return out
+
+    monkeypatch.setattr(TeacherTargets, "annotate", recording)
+    cfg = compose(f"data.train_files=[{write_jsonl(tmp_path / 'rows.jsonl', rows)}]", "teacher=cross_encoder",
+                  f"teacher.name_or_path={reranker}", "teacher.max_length=48",
                   f"teacher.cache_root={tmp_path / 'cache'}", "distill=margin_mse", "data.num_negatives=1",
-                  "train.remine_every=2", "train.max_steps=4", "eval.tasks=[]", "logger.every_n_steps=1")
+                  "train.remine_every=2", "train.max_steps=6", "eval.tasks=[]", "logger.every_n_steps=1")
     train(cfg)
     steps = records(Path(cfg.run_dir))
-    assert [r["step"] for r in steps if "margin_mse" in r] == [1, 2, 3, 4]
-    assert any("remine_selected" in r for r in steps)
+    assert [r["step"] for r in steps if "margin_mse" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["remine_selected"] > 0 for r in steps if "remine_selected" in r] == [True, True]
+    new = [(q, p, s) for qs, ps, ss in seen for q, p, s in zip(qs, ps, ss)
+           if int(pair_key(np.array([q]), np.array([p]))[0]) not in original]
+    assert new, "no batch held a re-mined pair"
+    teacher = CrossEncoderTeacher(str(reranker), max_length=48)
+    want = teacher.score([texts[int(q)] for q, _, _ in new], [texts[int(p)] for _, p, _ in new])
+    np.testing.assert_allclose([s for _, _, s in new], want, atol=1e-5)
 
 
 def test_final_step_is_evaluated_once_and_saved_once(compose, monkeypatch: pytest.MonkeyPatch) -> None:
