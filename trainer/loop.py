@@ -98,8 +98,11 @@ def train(cfg: DictConfig) -> Optional[float]:
 
 @contextmanager
 def removed_on_failure(run: RunDir) -> Iterator[None]:
-    """A start that fails before training (bad data, bad config) leaves no run dir behind if it had none."""
-    fresh = run.is_main and not run.holds_results()
+    """A start that fails before training (bad data, bad config) leaves no run dir behind if it had none. A
+    sweep trial's dir stays: its config and ``trial.json`` record the failure for the sweep's summary."""
+    from trainer.sweep import in_multirun
+
+    fresh = run.is_main and not run.holds_results() and not in_multirun()
     try:
         yield
     except BaseException:
