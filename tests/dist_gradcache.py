@@ -100,10 +100,12 @@ def main() -> None:
             results[f"{distill}-{cached}"] = {"loss": loss, "grads": {k: v.tolist() for k, v in grads.items()}}
     import torch.distributed as dist
 
+    from trainer.distributed import exit_process_group
+
     if dist.get_rank() == 0:
         with open(out, "w") as handle:
             json.dump(results, handle)
-    dist.barrier()
+    exit_process_group()  # barrier, destroy, and exit without the teardown race (trainer/distributed.py)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import sys
 import torch
 import torch.distributed as dist
 
+from trainer.distributed import exit_process_group
 from trainer.losses.infonce import InfoNCE
 
 
@@ -52,7 +53,7 @@ def main() -> None:
     if rank == 0:
         with open(sys.argv[1], "w") as handle:
             json.dump(results, handle)
-    dist.destroy_process_group()
+    exit_process_group()  # barrier, destroy, and exit without the teardown race (trainer/distributed.py)
 
 
 if __name__ == "__main__":

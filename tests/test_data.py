@@ -139,3 +139,39 @@ def test_task_homogeneous_batches_and_resume_offset() -> None:
     assert {examples[b[0]].task for b in batches} == {"a", "b"}
     sampler.set_epoch(0, start_batch=7)
     assert list(iter(sampler)) == batches[7:]
+
+
+def test_dropped_count_is_every_row_left_out_of_the_epoch() -> None:
+    pool = [f"shared {j}" for j in range(12)]
+    examples = [Example(query=f"q{i}", pos=[f"p{i}"], neg=[pool[(i * 5 + j) % 12] for j in range(4)])
+                for i in range(64)]
+    dataset = ContrastiveDataset(examples, num_negatives=1, seed=1)
+    for open_batches in (8, 1):
+        sampler = UniqueBatchSampler(dataset, batch_size=8, seed=1, open_batches=open_batches)
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            seen = {i for batch in sampler for i in batch}
+            assert sampler.dropped == 64 - len(seen), (open_batches, epoch)
+    sampler = UniqueBatchSampler(dataset, batch_size=8, seed=1)
+    assert [sampler.num_batches(epoch) for epoch in range(3)] == [7, 6, 7]  # epochs differ in length
+
+
+def test_lone_surrogates_are_rejected_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + '{"query": "q", "pos": ["ok \\ud800 there"]}\n'
+                    + '{"query": "\\udfff", "pos": ["p"]}\n')
+    with pytest.raises(DataError, match=rf"^{path}:2: pos\[0\]: lone surrogate '\\ud800' at position 3"):
+        list(iter_jsonl(path))
+    report = LoadReport()
+    assert len(list(iter_jsonl(path, on_error="skip", report=report))) == 1
+    assert report.skipped == Counter({"pos": 1, "query": 1})
+
+
+def test_a_directory_as_training_file_and_a_cut_off_line_name_what_is_wrong(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "folder" / "train.jsonl", [GOOD])
+    with pytest.raises(IsADirectoryError, match=r"folder: a directory, not a JSONL file.*it holds train.jsonl"):
+        load_examples([str(tmp_path / "folder")])
+    path = tmp_path / "cut.jsonl"
+    path.write_text(json.dumps(GOOD) + '\n{"query": "q", "pos": ["p"\n')
+    with pytest.raises(DataError, match=rf"^{path}:2: row: invalid JSON: .* at column 27$"):
+        list(iter_jsonl(path))

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_two_process_infonce_equals_single_process(tmp_path: Path) -> None:
     out = tmp_path / "dist.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    # --standalone: a free port per launch, so parallel test runs never meet on one.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tests" / "dist_infonce.py"), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

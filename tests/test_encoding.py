@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainer.distributed import close_process_group
 from trainer.encoding import (EmbeddingCache, EmbeddingError, autocast_dtype, encode_cached, encoder_fingerprint,
                               native_cpu_bf16)
 from trainer.models.encoder import Encoder, EncoderSpec
@@ -126,27 +126,26 @@ def test_non_finite_embeddings_raise(tiny_model: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("chunk-*"))  # nothing bad was cached
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rank_main(rank: int, port: int, model: str, root: str, out: str) -> None:
+def init_two_ranks(rank: int, store: str) -> None:
+    """Join a 2-process gloo group through a file store (``store`` is a fresh path): no port to pick or share."""
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+
+
+def _rank_main(rank: int, store: str, model: str, root: str, out: str) -> None:
+    init_two_ranks(rank, store)
     enc = Encoder.from_pretrained(model, EncoderSpec(max_length_passage=32))
     counter = Counting(enc)
     first = encode_cached(enc, TEXTS, "passage", cache_root=root, chunk_size=10)
     second = encode_cached(enc, TEXTS, "passage", cache_root=root, chunk_size=10)
     np.savez(f"{out}/rank{rank}.npz", first=first, second=second, texts=counter.texts)
-    torch.distributed.destroy_process_group()
+    close_process_group()
 
 
 def test_two_processes_shard_and_agree(tiny_model: Path, tmp_path: Path) -> None:
     (tmp_path / "cache").mkdir()
     torch.multiprocessing.start_processes(_rank_main, nprocs=2, start_method="fork",
-                                          args=(_free_port(), str(tiny_model), str(tmp_path / "cache"),
+                                          args=(str(tmp_path / "store"), str(tiny_model), str(tmp_path / "cache"),
                                                 str(tmp_path)))
     plain = load(tiny_model).encode(TEXTS, side="passage")
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]

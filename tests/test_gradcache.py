@@ -84,7 +84,7 @@ def test_cached_equals_plain_two_processes(tiny_model: Path, tmp_path: Path) -> 
     """torchrun, 2 processes (gloo): plain (DDP) and cached both equal one process on the whole batch."""
     out = tmp_path / "gc.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
            str(ROOT / "tests" / "dist_gradcache.py"), str(tiny_model), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -96,6 +96,7 @@ def test_logger_wandb_without_wandb_says_how_to_install(tmp_path: Path, monkeypa
     from trainer.run import RunDir
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: `import wandb` raises ImportError
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # WANDB_MODE=disabled would need no wandb at all
     cfg = OmegaConf.create({"kind": "wandb", "mode": "offline", "project": "p", "tags": []})
     with pytest.raises(ImportError, match=r"logger=wandb needs the wandb package.*pip install 'embedstill\[wandb\]'"):
         MetricsLogger(cfg, RunDir(tmp_path), OmegaConf.create({}))

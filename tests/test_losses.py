@@ -70,3 +70,15 @@ def test_hard_negatives_stay_grouped_with_their_query() -> None:
     loss = InfoNCE(temperature=0.1, mask_duplicate_positives=False)(q, p)
     expected = torch.nn.functional.cross_entropy(q @ p.T / 0.1, torch.tensor([0, 3, 6]))
     assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_temperature_below_the_clamp_is_refused_and_the_used_one_is_reported() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"loss.temperature must be >= 0.01 .* got 0.001"):
+        InfoNCE(temperature=0.001)
+    learnable = InfoNCE(temperature=0.02, learnable_temperature=True)
+    with torch.no_grad():
+        learnable.log_inv_temperature.fill_(math.log(1000.0))  # trained below the floor: tau 0.001
+    assert abs(learnable.temperature - 0.01) < 1e-7  # what the loss divides by, and what gets logged
+    assert torch.allclose(learnable.scale(), torch.tensor(100.0))

@@ -339,12 +339,14 @@ def test_mine_end_to_end(tiny_model: Path, tiny_data: dict[str, Path], tmp_path:
     assert report["settings"]["index"]["kind"] == "hnsw"
 
 
-def _remine_rank(rank: int, port: int, model: str, data: str, out: str) -> None:
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _remine_rank(rank: int, store: str, model: str, data: str, out: str) -> None:
+    from tests.test_encoding import init_two_ranks  # noqa: PLC0415
+    from trainer.distributed import close_process_group
+
+    init_two_ranks(rank, store)
     negatives = remine_once(Path(model), Path(data))
     Path(out, f"rank{rank}.json").write_text(json.dumps(negatives))
-    torch.distributed.destroy_process_group()
+    close_process_group()
 
 
 def remine_once(model: Path, data: Path) -> list[list[str]]:
@@ -365,11 +367,9 @@ def remine_once(model: Path, data: Path) -> list[list[str]]:
 
 
 def test_remine_two_processes_agree_with_one(tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
-    from tests.test_encoding import _free_port  # noqa: PLC0415
-
     single = remine_once(tiny_model, tiny_data["train"])
     torch.multiprocessing.start_processes(_remine_rank, nprocs=2, start_method="fork",
-                                          args=(_free_port(), str(tiny_model), str(tiny_data["train"]),
+                                          args=(str(tmp_path / "store"), str(tiny_model), str(tiny_data["train"]),
                                                 str(tmp_path)))
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == single

@@ -166,3 +166,22 @@ def test_distill_configs_compose(compose) -> None:
     assert cfg.teacher is not None and cfg.distill.listwise_kl.weight > 0
     assert compose().teacher is None and compose().distill.listwise_kl.weight == 0
     assert text_id("x") == text_id("x")
+
+
+def test_pair_score_cache_is_keyed_by_the_weights(tiny_model: Path, tmp_path: Path) -> None:
+    """A reranker retrained at the same path gets new scores, not the old ones from the cache."""
+    from transformers import BertForSequenceClassification
+
+    folder = _tiny_cross_encoder(tiny_model, tmp_path / "ce")
+    cache = str(tmp_path / "cache")
+    first = pair_score_targets(CrossEncoderTeacher(str(folder), max_length=32), EXAMPLES, cache)
+    model = BertForSequenceClassification.from_pretrained(folder)
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)  # "retrained": every score moves by +1
+    model.save_pretrained(folder, safe_serialization=True)
+    retrained = CrossEncoderTeacher(str(folder), max_length=32)
+    counter = CountCalls(retrained, "score")
+    second = pair_score_targets(retrained, EXAMPLES, cache)
+    assert counter.count == 30  # nothing served from the old weights' cache
+    np.testing.assert_allclose(second.pair_scores, first.pair_scores + 1.0, atol=1e-4)
+    assert len(list(Path(cache).glob("pairs-*.npz"))) == 2  # one file per set of weights

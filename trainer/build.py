@@ -48,8 +48,9 @@ def build_data(cfg: DictConfig, encoder: Encoder, batch_size: int, seed: int, wo
     dataset = ContrastiveDataset(examples, cfg.num_negatives, seed)
     sampler = UniqueBatchSampler(dataset, batch_size, seed, world_size, rank, cfg.task_homogeneous)
     if len(sampler) == 0:
-        raise ValueError(f"{len(examples)} training rows make no full global batch of {batch_size * world_size}: "
-                         "lower train.batch_size")
+        raise ValueError(f"{len(examples)} training rows make no full global batch of {batch_size} per process x "
+                         f"{world_size} processes ({sampler.dropped_in(0)} rows left out of epoch 0): lower "
+                         "train.batch_size, or add rows")
     # Its own generator: each iter(loader) draws a worker seed, which from the global generator would shift every
     # later dropout mask of a resumed run (it starts a fresh iterator mid-epoch) by one draw.
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(encoder.tokenize),

@@ -127,14 +127,15 @@ class EvalConfig:
 
 @dataclass
 class TrainLoopConfig:
+    """Step counts are >= 1 or null (``check_train_config``); where 0 is allowed, the comment says what it means."""
     batch_size: int = 32  # per device
-    epochs: int = 1
-    max_steps: Optional[int] = None  # optimizer steps; overrides epochs
-    stop_after_steps: Optional[int] = None  # stop early (the schedule still plans for max_steps)
+    epochs: int = 1  # >= 1; used when max_steps is null
+    max_steps: Optional[int] = None  # optimizer steps (>= 1); overrides epochs; null = train.epochs epochs
+    stop_after_steps: Optional[int] = None  # stop early (the schedule still plans for max_steps); null = at the end
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"  # no | bf16 | fp16
-    save_every_n_steps: Optional[int] = None
-    keep_last: int = 2
+    save_every_n_steps: Optional[int] = None  # null or 0 = save only when training stops
+    keep_last: int = 2  # states and checkpoints kept; 0 = keep every one
     seed: int = 42
     num_threads: Optional[int] = None  # torch intra-op threads (CPU)
     progress_bar: bool = True
@@ -284,6 +285,35 @@ class EvaluateConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: Dict[str, str] = field(default_factory=dict)
+
+
+# key -> (lowest value allowed, whether null is allowed, what the key counts)
+_BOUNDS = {
+    "train.batch_size": (1, False, "queries per device per step"),
+    "train.epochs": (1, False, "passes over the data; train.max_steps=N trains N steps instead"),
+    "train.max_steps": (1, True, "optimizer steps; null trains train.epochs epochs"),
+    "train.stop_after_steps": (1, True, "the step to stop at; null stops at the end"),
+    "train.gradient_accumulation_steps": (1, False, "micro-batches per optimizer step"),
+    "train.save_every_n_steps": (0, True, "null or 0 saves only when training stops"),
+    "train.keep_last": (0, False, "states and checkpoints kept; 0 keeps every one"),
+    "train.remine_every": (1, True, "optimizer steps between re-minings; null never re-mines"),
+    "train.mini_batch_size": (1, True, "texts per GradCache mini-batch; null turns GradCache off"),
+    "data.num_negatives": (0, False, "hard negatives per query; 0 uses in-batch negatives only"),
+    "data.max_rows": (1, True, "rows read; null reads every row"),
+    "logger.every_n_steps": (1, False, "optimizer steps between metric records"),
+    "eval.every_n_steps": (1, True, "optimizer steps between evaluations; null evaluates before and after only"),
+}
+
+
+def check_train_config(cfg: Any) -> None:
+    """Refuse counts the schema's types allow but training cannot use, naming the key, the value and the range."""
+    for key, (low, nullable, meaning) in _BOUNDS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None and nullable:
+            continue
+        if value is None or isinstance(value, bool) or value < low:
+            allowed = f">= {low}" + (" or null" if nullable else "")
+            raise ValueError(f"{key}={value}: must be {allowed} ({meaning})")
 
 
 @dataclass

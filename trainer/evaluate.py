@@ -36,3 +36,6 @@ def main(cfg: DictConfig) -> Optional[float]:
 
 if __name__ == "__main__":
     main()
+    from trainer.distributed import exit_process_group
+
+    exit_process_group()  # under several processes: barrier, destroy, exit without the gloo teardown race

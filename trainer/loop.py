@@ -1,20 +1,21 @@
-"""The training loop: one readable function from config to trained, saved, evaluated model.
+"""The training loop: from config to trained, saved, evaluated model.
 
     python -m trainer.train experiment=demo                                  # one process
     accelerate launch --multi_gpu --num_processes 8 -m trainer.train ...     # DDP (see launch/)
 
-Setup -> for each batch: ``accumulate`` -> loss parts -> backward -> step (counted only when gradients
-sync) -> ``maybe_log`` / ``maybe_eval`` / ``maybe_save``. Resume state (``accelerator.save_state``: model,
-optimizer, scheduler, RNG, plus our data position) and exported checkpoints are separate folders.
+``train``: check the config -> take the run lock -> ``setup`` (data, teacher targets, objective, optimizer, resume
+state) -> ``Training.run``: for each batch ``accumulate`` -> loss parts -> backward -> step (counted only when
+gradients sync) -> ``maybe_log`` / ``maybe_eval`` / ``maybe_remine`` / ``maybe_save``. Resume states and exported
+checkpoints are written by ``trainer.checkpointing.Checkpointer``.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from accelerate import Accelerator
@@ -23,232 +24,302 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from trainer.build import Evaluator, build_data, build_encoder, build_objective, build_optimizer, build_scheduler
+from trainer.checkpointing import Checkpointer, TrainState, remined_state, resolve_resume
+from trainer.config import check_train_config
 from trainer.gradcache import cached_step
 from trainer.logging import MetricsLogger
-from trainer.models.checkpoint import save_checkpoint
 from trainer.planner import make_plan
+from trainer.run import RunDir, step_name
+from trainer.runlock import RunLock
 from trainer.teachers.targets import TeacherCollator, build_teacher_targets
-from trainer.run import RunDir, check_resume_config, config_hash, step_name
 
-
-@dataclass
-class TrainState:
-    step: int = 0  # optimizer steps done
-    epoch: int = 0
-    batch_in_epoch: int = 0  # micro-batches of ``epoch`` already consumed
-    samples: int = 0  # queries seen, all processes together
+__all__ = ["NonFiniteLoss", "TrainState", "count_steps", "train"]
 
 
 class NonFiniteLoss(RuntimeError):
     pass
 
 
-def resolve_resume(cfg: DictConfig, run: RunDir) -> Optional[Path]:
-    latest = run.latest_state()
-    if cfg.resume is None:
-        if latest is not None:
-            raise FileExistsError(f"{run.root} already holds training state ({latest.name}); "
-                                  "continue it with resume=auto, or pick another name=...")
-        return None
-    if cfg.resume == "auto":
-        return latest  # None: nothing to resume, start fresh
-    path = Path(cfg.resume)
-    if not (path / "trainer_state.json").exists():
-        raise FileNotFoundError(f"resume={path}: not a complete state folder (no trainer_state.json)")
-    return path
+def epoch_steps(sampler: Any, epoch: int, accum: int) -> int:
+    """Optimizer steps of ``epoch``: its whole accumulation windows (syncs align with epoch ends)."""
+    steps = sampler.num_batches(epoch) // accum
+    if steps == 0:
+        raise ValueError(f"epoch {epoch} has {sampler.num_batches(epoch)} global batches < "
+                         f"train.gradient_accumulation_steps={accum}: lower train.batch_size or the accumulation, "
+                         "or deduplicate the data (rows clashing with every open batch are left out)")
+    return steps
+
+
+def count_steps(sampler: Any, accum: int, epochs: int, max_steps: Optional[int]) -> int:
+    """The schedule's length: ``max_steps``, or the sum of every epoch's own step count (epochs differ: which
+    rows clash depends on the epoch's draws). Built last to first, so epoch 0's batches stay cached."""
+    if max_steps is not None:
+        epoch_steps(sampler, 0, accum)  # at least one step per epoch, checked before anything trains
+        return max_steps
+    return sum(epoch_steps(sampler, epoch, accum) for epoch in reversed(range(epochs)))
+
+
+@dataclass
+class Setup:
+    """Everything ``Training`` runs with."""
+    cfg: DictConfig
+    accelerator: Accelerator
+    run: RunDir
+    loader: Any
+    sampler: Any
+    objective: Any
+    optimizer: Any
+    scheduler: Any
+    checkpointer: Checkpointer
+    logger: MetricsLogger
+    evaluator: Optional[Evaluator]
+    remine: Optional[Any]
+    state: TrainState
+    total_steps: int
 
 
 def train(cfg: DictConfig) -> Optional[float]:
     """Train as configured; returns the main eval metric after training (for sweeps), or None."""
+    check_train_config(cfg)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    accum = cfg.train.gradient_accumulation_steps
     # cpu=True where no accelerator exists: Accelerate then picks up torchrun's WORLD_SIZE (gloo) instead of
     # silently training one process per rank on the whole data.
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=accum,
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
+                              gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
                               cpu=not torch.accelerator.is_available())
     set_seed(cfg.train.seed)
-    main = accelerator.is_main_process
+    run = RunDir(cfg.run_dir, accelerator.is_main_process)
+    with RunLock(run.root, enabled=run.is_main):
+        with removed_on_failure(run):
+            setup = build(cfg, accelerator, run)
+        return Training(setup).run()
+
+
+@contextmanager
+def removed_on_failure(run: RunDir) -> Iterator[None]:
+    """A start that fails before training (bad data, bad config) leaves no run dir behind if it had none. A
+    sweep trial's dir stays: its config and ``trial.json`` record the failure for the sweep's summary."""
+    from trainer.sweep import in_multirun
+
+    fresh = run.is_main and not run.holds_results() and not in_multirun()
+    try:
+        yield
+    except BaseException:
+        if fresh and not run.step_dirs(run.states):
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
+
+
+def build(cfg: DictConfig, accelerator: Accelerator, run: RunDir) -> Setup:
+    """Resume decision, run dir, data, teacher targets, objective, optimizer and the resumed state."""
     log = accelerator.print
-    run = RunDir(cfg.run_dir, main)
-    resume_from = resolve_resume(cfg, run)
-    if resume_from is not None:
-        check_resume_config(resume_from, cfg)
-    else:
-        run.init(cfg, accelerator.num_processes)
+    resume = resolve_resume(cfg, run, accelerator.num_processes, log)
+    for stale in run.clean_temporaries():
+        log(f"removed {stale}, left by a run killed while writing it")
+    if resume is None or resume[0].parent != run.states:
+        run.init(cfg, accelerator.num_processes, resume[0] if resume else None)  # provenance of this run dir
     accelerator.wait_for_everyone()
 
     encoder = build_encoder(cfg.model)
     loader, sampler = build_data(cfg.data, encoder, cfg.train.batch_size, cfg.train.seed,
                                  accelerator.num_processes, accelerator.process_index, log)
-    # The teacher (if any) runs here, once, over every training text (cached on disk), then is dropped; batches
-    # get its embeddings or scores from memory (trainer/teachers/targets.py).
-    targets = build_teacher_targets(cfg, loader.dataset.examples, accelerator.device, log)
-    if targets is not None:
-        loader.collate_fn = TeacherCollator(loader.collate_fn, targets)
-    steps_per_epoch = len(sampler) // accum
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(sampler)} batches per epoch < gradient_accumulation_steps={accum}")
-    batches_per_epoch = steps_per_epoch * accum  # whole accumulation windows only: syncs align with epochs
-    total_steps = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
-    objective = build_objective(cfg, encoder, targets.dim if targets is not None else None)
-    optimizer = build_optimizer(cfg.optim, objective)
-    # The scheduler is stepped by us once per optimizer step (Accelerate's wrapper would step it once per
-    # process), and registered so save_state/load_state carry it.
-    scheduler = build_scheduler(cfg.optim, optimizer, total_steps)
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    unwrapped = accelerator.unwrap_model(objective)
-    evaluator = Evaluator(cfg.eval) if cfg.eval.tasks else None
-    logger = MetricsLogger(cfg.logger, run, cfg)
-    global_batch = cfg.train.batch_size * accelerator.num_processes
-
-    state = TrainState()
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        state = TrainState(**json.loads((resume_from / "trainer_state.json").read_text())["state"])
-        log(f"resumed from {resume_from} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})")
-        run.truncate_logs(state.step)
-    log(f"training {total_steps} steps: {steps_per_epoch} per epoch, global batch {global_batch} x {accum} "
-        f"accumulation, {cfg.data.num_negatives} hard negatives per query, {accelerator.num_processes} processes")
-    plan = make_plan(cfg, unwrapped, sampler.dataset.examples, accelerator.num_processes, sampler.dropped)
-    log(plan.text())  # batches, negatives per query, memory estimate, duplicate warnings (also <run>/plan.json)
-    if main:
-        plan.write(run.root)
-
-    def maybe_eval(force: bool = False) -> dict[str, float]:
-        every = cfg.eval.every_n_steps
-        if evaluator is None or not (force or (every and state.step % every == 0)):
-            return {}
-        results: dict[str, float] = {}
-        if main:
-            started = time.perf_counter()
-            results = evaluator(unwrapped.encoder)
-            logger.log({"step": state.step, **results, "eval_seconds": time.perf_counter() - started}, "eval.jsonl")
-        accelerator.wait_for_everyone()
-        return results
-
-    def save(final: bool = False) -> None:
-        name = step_name(state.step)
-        tmp = run.states / f".tmp-{name}"
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))  # every process writes its RNG state; rank 0 the rest
-        accelerator.wait_for_everyone()
-        if main:
-            (tmp / "trainer_state.json").write_text(json.dumps(
-                {"state": asdict(state), "config_hash": config_hash(cfg), "total_steps": total_steps}, indent=2))
-            target = run.states / name
-            shutil.rmtree(target, ignore_errors=True)
-            tmp.rename(target)  # the state folder exists under its final name only when complete
-            run.rotate(run.states, cfg.train.keep_last)
-            save_checkpoint(unwrapped.encoder, run.checkpoints / name,
-                            {"step": state.step, "config_hash": config_hash(cfg), "final": final,
-                             "run": str(run.root), "task_instructions": dict(cfg.model.instructions)})
-            if cfg.eval.on_save and cfg.eval.tasks:
-                # Rank 0 scores the new checkpoint from disk, as `python -m trainer.evaluate run_dir=... watch=true`
-                # would (other ranks wait); multi-GPU runs should use that separate watcher instead.
-                from trainer.evaluation.watcher import evaluate_saved
-
-                evaluate_saved(run.root, run.checkpoints / name, list(cfg.eval.tasks), batch_size=cfg.eval.batch_size,
-                               device=str(accelerator.device), log=log)
-            run.rotate(run.checkpoints, cfg.train.keep_last)
-        accelerator.wait_for_everyone()
-
-    def maybe_save() -> None:
-        every = cfg.train.save_every_n_steps
-        if every and state.step % every == 0 and state.step < total_steps:
-            save()
-
     from trainer.mining.remine import build_remine
 
     remine = build_remine(cfg, getattr(sampler, "dataset", None))  # None unless train.remine_every (ANCE-style)
+    # The teacher (if any) runs here, once, over every training text (cached on disk), then is dropped; batches
+    # get its embeddings or scores from memory (trainer/teachers/targets.py). Built before the re-mined negatives
+    # of a resume state come back: its targets then cover the whole frozen corpus re-mining draws from.
+    targets = build_teacher_targets(cfg, loader.dataset.examples, accelerator.device, log,
+                                    keep_teacher=remine is not None)
+    if targets is not None:
+        loader.collate_fn = TeacherCollator(loader.collate_fn, targets)
+    if remine is not None:
+        remine.rescore = targets.rescore if targets is not None else None
+        if resume is not None and (negatives := remined_state(resume[0])) is not None:
+            remine.load_state_dict(negatives)
+            remine.rescore and remine.rescore(loader.dataset.examples)
+    accum = cfg.train.gradient_accumulation_steps
+    total_steps = count_steps(sampler, accum, cfg.train.epochs, cfg.train.max_steps)
+    objective = build_objective(cfg, encoder, targets.dim if targets is not None else None)
+    optimizer = build_optimizer(cfg.optim, objective)
+    # The scheduler is stepped by us once per optimizer step (Accelerate's wrapper would step it once per
+    # process); its state goes into the resume state's JSON (trainer.checkpointing).
+    scheduler = build_scheduler(cfg.optim, optimizer, total_steps)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    unwrapped = accelerator.unwrap_model(objective)
+    checkpointer = Checkpointer(cfg, run, accelerator, scheduler, unwrapped.encoder, total_steps,
+                                extra_state=(remine.state_dict if remine is not None else lambda: None),
+                                on_saved=on_save_evaluation(cfg, run, accelerator))
+    state = TrainState()
+    if resume is not None:
+        state = checkpointer.restore(*resume)
+        log(f"resumed from {resume[0]} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})")
+        run.truncate_logs(state.step, log=log)
+    log(f"training {total_steps} steps, global batch {cfg.train.batch_size * accelerator.num_processes} x {accum} "
+        f"accumulation, {cfg.data.num_negatives} hard negatives per query, {accelerator.num_processes} processes")
+    plan = make_plan(cfg, unwrapped, sampler.dataset.examples, accelerator.num_processes,
+                     sampler.dropped_in(state.epoch))
+    log(plan.text())  # batches, negatives per query, memory estimate, duplicate warnings (also <run>/plan.json)
+    if accelerator.is_main_process:
+        plan.write(run.root)
+    evaluator = Evaluator(cfg.eval) if cfg.eval.tasks else None
+    return Setup(cfg, accelerator, run, loader, sampler, objective, optimizer, scheduler, checkpointer,
+                 MetricsLogger(cfg.logger, run, cfg), evaluator, remine, state, total_steps)
 
-    def maybe_remine() -> None:
-        """Refresh every example's negatives with the current weights (same result on every rank)."""
-        every = cfg.train.remine_every
-        if remine is not None and state.step % every == 0 and state.step < stop_at:
-            record = remine(unwrapped.encoder)
-            logger.log({"step": state.step, **record})
-            log(f"step {state.step}: re-mined negatives {record}")
 
-    window = {"start": time.perf_counter(), "samples": 0, "parts": {}, "count": 0}
+def on_save_evaluation(cfg: DictConfig, run: RunDir, accelerator: Accelerator) -> Optional[Callable[[Path], None]]:
+    """``eval.on_save``: rank 0 scores each new checkpoint from disk, as the watcher would (other ranks wait);
+    multi-GPU runs should run the watcher beside training instead."""
+    if not (cfg.eval.on_save and cfg.eval.tasks):
+        return None
 
-    def maybe_log(grad_norm: Optional[float]) -> None:
-        if state.step % cfg.logger.every_n_steps and state.step != total_steps:
-            return
-        elapsed = time.perf_counter() - window["start"]
-        record = {"step": state.step, "epoch": state.epoch, "samples": state.samples,
-                  **{k: v / window["count"] for k, v in window["parts"].items()},
-                  "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                  "temperature": unwrapped.contrastive.temperature,
-                  "samples_per_s": window["samples"] / max(elapsed, 1e-9)}
-        logger.log(record)
-        window.update(start=time.perf_counter(), samples=0, parts={}, count=0)
+    def evaluate(folder: Path) -> None:
+        from trainer.evaluation.watcher import evaluate_saved
 
-    before = maybe_eval(force=cfg.eval.before_training and state.step == 0)
-    progress = tqdm(total=total_steps, initial=state.step, disable=not (main and cfg.train.progress_bar),
-                    desc="train", dynamic_ncols=True)
-    stop_at = min(total_steps, cfg.train.stop_after_steps or total_steps)
-    objective.train()
-    while state.step < stop_at:
-        sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
-        for batch in loader:
-            batch = send_to_device(batch, accelerator.device)
-            with accelerator.accumulate(objective):
-                if cfg.train.mini_batch_size:  # GradCache: forward and backward happen inside
-                    parts = cached_step(accelerator, objective, batch, cfg.train.mini_batch_size)
-                else:
-                    parts = objective(batch)
-                loss_sum = accelerator.reduce(parts["loss"].detach().clone(), "sum")
-                if not torch.isfinite(loss_sum):
-                    raise NonFiniteLoss(f"non-finite loss ({loss_sum.item()}) at step {state.step + 1} (epoch "
-                                        f"{state.epoch}, batch {state.batch_in_epoch}): lower optim.lr, check the "
-                                        "data, or use train.mixed_precision=bf16 instead of fp16")
-                if not cfg.train.mini_batch_size:
-                    accelerator.backward(parts["loss"])
-                grad_norm = None
-                if accelerator.sync_gradients and cfg.optim.max_grad_norm:
-                    grad_norm = float(accelerator.clip_grad_norm_(objective.parameters(), cfg.optim.max_grad_norm))
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad()
-            for key, value in parts.items():
-                window["parts"][key] = window["parts"].get(key, 0.0) + float(value.detach())
-            window["count"] += 1
-            window["samples"] += global_batch
-            state.samples += global_batch
+        evaluate_saved(run.root, folder, list(cfg.eval.tasks), batch_size=cfg.eval.batch_size,
+                       device=str(accelerator.device), log=accelerator.print)
+
+    return evaluate
+
+
+class Training:
+    """The step loop over a ``Setup``; each ``maybe_*`` acts on the step just finished."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.s = setup
+        self.cfg, self.accelerator, self.state = setup.cfg, setup.accelerator, setup.state
+        self.unwrapped = self.accelerator.unwrap_model(setup.objective)
+        self.global_batch = self.cfg.train.batch_size * self.accelerator.num_processes
+        self.stop_at = min(setup.total_steps, self.cfg.train.stop_after_steps or setup.total_steps)
+        self.window: dict[str, Any] = {"start": time.perf_counter(), "samples": 0, "parts": {}, "count": 0}
+        self.evaluated: Optional[tuple[int, dict[str, float]]] = None  # (step, results) of the last evaluation
+
+    def run(self) -> Optional[float]:
+        s, state = self.s, self.state
+        before = self.maybe_eval(force=self.cfg.eval.before_training and state.step == 0)
+        progress = tqdm(total=s.total_steps, initial=state.step, desc="train", dynamic_ncols=True,
+                        disable=not (self.accelerator.is_main_process and self.cfg.train.progress_bar))
+        s.objective.train()
+        while state.step < self.stop_at:
+            self.run_epoch(progress)
+        progress.close()
+        finished = state.step >= s.total_steps
+        s.checkpointer.save(state, final=finished)
+        after = self.maybe_eval(force=True)
+        s.logger.finish()
+        if finished:
+            s.run.mark_done({"step": state.step, "final_checkpoint": str(s.run.checkpoints / step_name(state.step))})
+        if self.accelerator.is_main_process and before and after:
+            self.accelerator.print(comparison_table(before, after))
+        metric = s.evaluator.main_metric() if s.evaluator else None
+        return after.get(metric) if metric else None
+
+    def run_epoch(self, progress: Any) -> None:
+        """From the current position to the end of this epoch's own batches (or the step to stop at)."""
+        s, state = self.s, self.state
+        s.sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
+        batches = epoch_steps(s.sampler, state.epoch, self.cfg.train.gradient_accumulation_steps) \
+            * self.cfg.train.gradient_accumulation_steps
+        for batch in s.loader:
+            parts, grad_norm = self.step(send_to_device(batch, self.accelerator.device))
+            state.samples += self.global_batch
             state.batch_in_epoch += 1
-            end_of_epoch = state.batch_in_epoch >= batches_per_epoch
-            if accelerator.sync_gradients:
+            end_of_epoch = state.batch_in_epoch >= batches
+            if self.accelerator.sync_gradients:
                 state.step += 1
                 if end_of_epoch:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 progress.update(1)
-                progress.set_postfix(loss=f"{float(parts['loss'].detach()):.4f}")
-                maybe_log(grad_norm)
-                maybe_eval()
-                maybe_save()
-                maybe_remine()
-                if state.step >= stop_at:
-                    break
+                progress.set_postfix(loss=f"{parts['loss']:.4f}")
+                self.after_step(grad_norm)
+                if state.step >= self.stop_at:
+                    return
             if end_of_epoch:
-                break
-    progress.close()
+                return
 
-    finished = state.step >= total_steps
-    save(final=finished)
-    after = maybe_eval(force=True)
-    logger.finish()
-    if finished:
-        run.mark_done({"step": state.step, "final_checkpoint": str(run.checkpoints / step_name(state.step))})
-    if main and before and after:
-        log(comparison_table(before, after))
-    metric = evaluator.main_metric() if evaluator else None
-    return after.get(metric) if metric else None
+    def step(self, batch: dict[str, Any]) -> tuple[dict[str, float], Optional[float]]:
+        """Forward, backward and (when gradients sync) the optimizer step of one micro-batch. Returns the loss
+        parts averaged over processes, and the gradient norm before clipping."""
+        s, cfg, accelerator = self.s, self.cfg, self.accelerator
+        with accelerator.accumulate(s.objective):
+            if cfg.train.mini_batch_size:  # GradCache: forward and backward happen inside
+                parts = cached_step(accelerator, s.objective, batch, cfg.train.mini_batch_size)
+            else:
+                parts = s.objective(batch)
+            means = self.mean_parts(parts)
+            if not cfg.train.mini_batch_size:
+                accelerator.backward(parts["loss"])
+            grad_norm = None
+            if accelerator.sync_gradients and cfg.optim.max_grad_norm:
+                grad_norm = float(accelerator.clip_grad_norm_(s.objective.parameters(), cfg.optim.max_grad_norm))
+            s.optimizer.step()
+            if accelerator.sync_gradients:
+                s.scheduler.step()
+            s.optimizer.zero_grad()
+        for key, value in means.items():
+            self.window["parts"][key] = self.window["parts"].get(key, 0.0) + value
+        self.window["count"] += 1
+        self.window["samples"] += self.global_batch
+        return means, grad_norm
+
+    def mean_parts(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Each loss part averaged over processes (one all-reduce); a non-finite loss stops the run."""
+        names = list(parts)
+        means = self.accelerator.reduce(torch.stack([parts[k].detach().float() for k in names]), "mean")
+        values = dict(zip(names, means.tolist()))
+        if not torch.isfinite(means).all():
+            state = self.state
+            raise NonFiniteLoss(f"non-finite loss ({values}) at step {state.step + 1} (epoch {state.epoch}, batch "
+                                f"{state.batch_in_epoch}): lower optim.lr, check the data, or use "
+                                "train.mixed_precision=bf16 instead of fp16")
+        return values
+
+    def after_step(self, grad_norm: Optional[float]) -> None:
+        self.maybe_log(grad_norm)
+        self.maybe_eval()
+        self.maybe_remine()  # before the save: the state carries the negatives the next steps train on
+        every = self.cfg.train.save_every_n_steps
+        if every and self.state.step % every == 0 and self.state.step < self.s.total_steps:
+            self.s.checkpointer.save(self.state)
+
+    def maybe_remine(self) -> None:
+        """Refresh every example's negatives with the current weights (same result on every rank)."""
+        every, step = self.cfg.train.remine_every, self.state.step
+        # Not at the last step of the schedule; at a stop_after_steps step yes, as the uninterrupted run would.
+        if self.s.remine is not None and step % every == 0 and step < self.s.total_steps:
+            record = self.s.remine(self.unwrapped.encoder)
+            self.s.logger.log({"step": step, **record})
+            self.accelerator.print(f"step {step}: re-mined negatives {record}")
+
+    def maybe_eval(self, force: bool = False) -> dict[str, float]:
+        every, step = self.cfg.eval.every_n_steps, self.state.step
+        if self.s.evaluator is None or not (force or (every and step > 0 and step % every == 0)):
+            return {}
+        if self.evaluated is not None and self.evaluated[0] == step:
+            return self.evaluated[1]  # the final step, evaluated already by eval.every_n_steps
+        results: dict[str, float] = {}
+        if self.accelerator.is_main_process:
+            started = time.perf_counter()
+            results = self.s.evaluator(self.unwrapped.encoder)
+            self.s.logger.log({"step": step, **results, "eval_seconds": time.perf_counter() - started},
+                              "eval.jsonl")
+        self.accelerator.wait_for_everyone()
+        self.evaluated = (step, results)
+        return results
+
+    def maybe_log(self, grad_norm: Optional[float]) -> None:
+        state, window = self.state, self.window
+        if state.step % self.cfg.logger.every_n_steps and state.step != self.s.total_steps:
+            return
+        elapsed = time.perf_counter() - window["start"]
+        record = {"step": state.step, "epoch": state.epoch, "samples": state.samples,
+                  **{k: v / window["count"] for k, v in window["parts"].items()},
+                  "lr": self.s.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                  "temperature": self.unwrapped.contrastive.temperature,
+                  "samples_per_s": window["samples"] / max(elapsed, 1e-9)}
+        self.s.logger.log(record)
+        window.update(start=time.perf_counter(), samples=0, parts={}, count=0)
 
 
 def comparison_table(before: dict[str, float], after: dict[str, float]) -> str:

@@ -38,11 +38,20 @@ class Objective(nn.Module):
         return self.loss_parts(query, passages, batch)
 
     def loss_parts(self, query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Weighted parts and their sum under ``loss``; parts are logged separately."""
-        parts = {"contrastive": self.contrastive.weight * self.contrastive(query, passages, batch.get("passage_ids"))}
-        if len(self.distill):
-            from trainer.teachers.distill import distill_parts
+        """Weighted parts and their sum under ``loss``; parts are logged separately.
 
-            parts.update(distill_parts(self.distill, query, passages, batch))  # teacher targets ride in the batch
+        The similarities and losses are computed in float32 with autocast off, whatever precision the embeddings
+        came in: the plain step (inside the autocast-wrapped forward) and GradCache (outside it) then compute the
+        same loss, and bf16's 8-bit mantissa never rounds scores that are divided by a temperature of 0.05.
+        """
+        with torch.autocast(query.device.type, enabled=False):
+            query, passages = query.float(), passages.float()  # (B, D), (B*(1+k), D)
+            contrastive = self.contrastive(query, passages, batch.get("passage_ids"),
+                                           positive_ids=batch.get("positive_ids"), query_ids=batch.get("query_ids"))
+            parts = {"contrastive": self.contrastive.weight * contrastive}
+            if len(self.distill):
+                from trainer.teachers.distill import distill_parts
+
+                parts.update(distill_parts(self.distill, query, passages, batch))  # teacher targets ride in the batch
         parts["loss"] = sum(parts.values())
         return parts

@@ -1,9 +1,11 @@
 """The run directory: resolved config, provenance, metrics, resume states and exported checkpoints.
 
-    ls runs/<name>/   # config.yaml run_info.json metrics.jsonl eval.jsonl state/ checkpoints/ DONE.json
+    ls runs/<name>/   # config.yaml run_info.json metrics.jsonl eval.jsonl state/ checkpoints/ DONE.json run.lock
 
-Only rank 0 writes here; every write of a folder goes through a temporary name and a rename, so a folder
-that exists under its final name is complete.
+Only rank 0 writes here, holding ``run.lock`` (``trainer.runlock``); every write of a folder goes through a
+temporary name and a rename, so a folder that exists under its final name is complete. A fresh start clears
+what an earlier attempt that never saved a state left (logs, temporaries); a resume drops log records past the
+resumed step and a cut-off last line.
 """
 from __future__ import annotations
 
@@ -18,16 +20,19 @@ import sys
 import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 PACKAGES = ("embedstill", "torch", "transformers", "tokenizers", "accelerate", "datasets", "peft", "faiss-cpu",
             "hydra-core", "omegaconf", "numpy", "sentence-transformers", "wandb")
-# Keys that may change between a run and its resume without changing what is trained.
-VOLATILE_KEYS = ("name", "run_dir", "resume", "train.stop_after_steps", "train.progress_bar", "logger",
-                 "eval", "train.num_threads", "data.num_workers", "paths")
+# Keys that may change between a run and its resume (they change nothing in the weights); every other key must
+# stay as it was. Resume errors list these.
+VOLATILE_KEYS = ("name", "run_dir", "resume", "paths", "extras", "logger", "eval", "train.stop_after_steps",
+                 "train.progress_bar", "train.num_threads", "train.keep_last", "train.save_every_n_steps",
+                 "data.num_workers", "data.on_error", "teacher.batch_size", "teacher.cache_root")
+LOG_FILES = ("metrics.jsonl", "eval.jsonl")
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -86,31 +91,53 @@ class RunDir:
         self.states = self.root / "state"
         self.checkpoints = self.root / "checkpoints"
 
-    def init(self, cfg: DictConfig, world_size: int) -> None:
+    def init(self, cfg: DictConfig, world_size: int, resumed_from: Optional[Path] = None) -> None:
+        """Write ``config.yaml`` and ``run_info.json``. A fresh start (``resumed_from`` None) first clears the
+        logs and ``DONE.json`` of an earlier attempt that never saved a state, so no step is logged twice."""
         if not self.is_main:
             return
         self.root.mkdir(parents=True, exist_ok=True)
+        if resumed_from is None:
+            for name in (*LOG_FILES, "DONE.json"):
+                (self.root / name).unlink(missing_ok=True)
         (self.root / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         write_json_atomic(self.root / "run_info.json", {
             "git": git_info(), "packages": package_versions(), "python": sys.version.split()[0],
             "platform": platform.platform(), "argv": sys.argv, "world_size": world_size,
             "config_hash": config_hash(cfg), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "resumed_from": str(resumed_from) if resumed_from is not None else None,
         })
+
+    def holds_results(self) -> bool:
+        """Whether the dir holds anything a run writes (a dir Hydra created for this start holds none)."""
+        names = ("config.yaml", "run_info.json", *LOG_FILES, "state", "checkpoints", "DONE.json")
+        return any((self.root / name).exists() for name in names)
+
+    def clean_temporaries(self) -> list[Path]:
+        """Remove ``.tmp-*`` files and folders a killed run left (run dir, state/, checkpoints/); returns them."""
+        if not self.is_main:
+            return []
+        stale = [p for parent in (self.root, self.states, self.checkpoints) if parent.is_dir()
+                 for p in parent.iterdir() if p.name.startswith(".tmp-")]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        return stale
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         if self.is_main:
             with open(self.root / name, "a") as handle:
                 handle.write(json.dumps(record, default=float) + "\n")
 
-    def truncate_logs(self, step: int, names: tuple[str, ...] = ("metrics.jsonl", "eval.jsonl")) -> None:
-        """On resume: drop records logged after ``step`` by the interrupted run (they are logged again)."""
+    def truncate_logs(self, step: int, names: tuple[str, ...] = LOG_FILES,
+                      log: Callable[[str], None] = print) -> None:
+        """On resume: drop records logged after ``step`` by the interrupted run (they are logged again), and a
+        last line cut off by a kill (with a warning)."""
         if not self.is_main:
             return
         for name in names:
             path = self.root / name
             if path.exists():
-                kept = [line for line in path.read_text().splitlines(keepends=True)
-                        if line.strip() and json.loads(line).get("step", 0) <= step]
+                kept = [line for line, record in read_records(path, log) if record.get("step", 0) <= step]
                 tmp = path.with_name(f".tmp-{name}")
                 tmp.write_text("".join(kept))
                 os.replace(tmp, path)
@@ -143,15 +170,45 @@ def step_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def check_resume_config(state_dir: Path, cfg: DictConfig) -> None:
-    """Refuse to resume a state with a config that would train something else; name the changed keys."""
-    saved_file = state_dir.parent.parent / "config.yaml"
-    if not saved_file.exists():
+def read_records(path: Path, log: Callable[[str], None] = print) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) of every JSON line of ``path``. A broken last line (a write cut off by a kill) is dropped
+    with a warning; a broken line before it is an error naming ``path:line``."""
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(keepends=True), start=1) if line.strip()]
+    out = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            out.append((line if line.endswith("\n") else line + "\n", json.loads(line)))
+        except json.JSONDecodeError as err:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}:{n}: not a JSON record ({err.msg} at column {err.colno})") from None
+            log(f"warning: {path}:{n}: dropped a cut-off last line ({len(line.rstrip())} characters; the run was "
+                "killed while writing it)")
+    return out
+
+
+def check_resume_config(state_dir: Path, cfg: DictConfig, saved_state: dict[str, Any]) -> None:
+    """Refuse to resume a state with a config that would train something else; name the changed keys.
+
+    The reference is the trained config stored in the state (``trainer_state.json``), else the ``config.yaml``
+    of the run dir holding it, else its ``config_hash`` (a state copied out of its run dir).
+    """
+    saved = saved_state.get("trained_config")
+    source = "the state's trained config"
+    if saved is None and (state_dir.parent.parent / "config.yaml").exists():
+        saved, source = trained_config(OmegaConf.load(state_dir.parent.parent / "config.yaml")), "its run's config.yaml"
+    may_change = ", ".join(VOLATILE_KEYS)
+    if saved is None:
+        if saved_state.get("config_hash") not in (None, config_hash(cfg)):
+            raise ValueError(f"cannot resume {state_dir}: the config differs from the one it was trained with "
+                             f"(config_hash {saved_state['config_hash']} -> {config_hash(cfg)}). Only these keys may "
+                             f"change on resume: {may_change}. Resume with the same config, or start a new run.")
         return
-    saved = trained_config(OmegaConf.load(saved_file))
-    now = trained_config(cfg)
+    # JSON round trip: the stored config has lists where OmegaConf has ListConfig, and so on.
+    now = json.loads(json.dumps(trained_config(cfg), default=str))
+    saved = json.loads(json.dumps(saved, default=str))
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
-        raise ValueError(f"cannot resume {state_dir}: the config differs from the run's config.yaml ({details}). "
-                         "Resume with the same config, or start a new run (name=...).")
+        raise ValueError(f"cannot resume {state_dir}: the config differs from {source} ({details}). Only these "
+                         f"keys may change on resume: {may_change}. Resume with the same config, or start a new "
+                         "run (name=...).")

@@ -6,6 +6,10 @@ Each epoch, example ``i`` draws one positive and ``k`` negatives from ``rng(seed
 (or a resumed run) reproduces the same draw without shared state. ``UniqueBatchSampler`` builds *global*
 batches (all processes together) in which no passage text occurs twice and no example's positive appears as
 another example's passage (a false in-batch negative); each process takes its slice of every global batch.
+Rows that share a query text share their positives: every positive of the query text is a positive of each
+of them, in the batch plan (they never meet in one batch) and in the loss's masking (``positive_ids``).
+Batches are planned from the data as loaded (re-mining replaces negatives, never the plan), so each epoch's
+batches, and the schedule's length, depend on the data files and the seed alone.
 """
 from __future__ import annotations
 
@@ -58,6 +62,16 @@ class Sample:
     task: Optional[str]
     instruction: Optional[str]
     scores: Optional[list[float]]  # teacher scores of ``passages`` when the data carries them
+    positive_ids: tuple[int, ...] = ()  # text ids of every positive of the query text (all rows sharing it)
+
+
+def query_positives(examples: Sequence[Example]) -> list[tuple[str, ...]]:
+    """Per example, every positive of its query text: rows sharing a query text share their positives."""
+    by_query: dict[str, dict[str, None]] = defaultdict(dict)
+    for ex in examples:
+        by_query[ex.query].update(dict.fromkeys(ex.pos))
+    shared = {query: tuple(texts) for query, texts in by_query.items()}
+    return [shared[ex.query] for ex in examples]
 
 
 class ContrastiveDataset(torch.utils.data.Dataset):
@@ -68,6 +82,11 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         self.num_negatives = num_negatives
         self.seed = seed
         self.epoch = 0
+        self.positives = query_positives(examples)  # per example: every positive of its query text
+        ids = {text: text_id(text) for texts in set(self.positives) for text in texts}
+        self.positive_ids = [tuple(ids[t] for t in texts) for texts in self.positives]
+        # The negatives as loaded: batch plans are drawn from these, whatever re-mining puts in ``ex.neg`` later.
+        self.planned_negatives = [tuple(ex.neg) for ex in examples]
         if num_negatives > 0:
             missing = [i for i, ex in enumerate(examples) if not ex.neg]
             if missing:
@@ -81,16 +100,18 @@ class ContrastiveDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
-    def draw(self, index: int, epoch: Optional[int] = None) -> tuple[int, list[int]]:
-        """Indices of the positive and the negatives example ``index`` uses in ``epoch``."""
+    def draw(self, index: int, epoch: Optional[int] = None, num_neg: Optional[int] = None) -> tuple[int, list[int]]:
+        """Indices of the positive and the negatives example ``index`` uses in ``epoch`` (out of ``num_neg``
+        negatives; default: the row's current list)."""
         ex = self.examples[index]
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
         pos = int(rng.integers(len(ex.pos)))
         k = self.num_negatives
         if k == 0:
             return pos, []
+        available = len(ex.neg) if num_neg is None else num_neg
         # Without replacement when there are enough negatives, else with (as Tevatron does).
-        negs = rng.choice(len(ex.neg), size=k, replace=len(ex.neg) < k)
+        negs = rng.choice(available, size=k, replace=available < k)
         return pos, [int(n) for n in negs]
 
     def __getitem__(self, index: int) -> Sample:
@@ -100,13 +121,14 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         if ex.pos_scores is not None and (not negs or ex.neg_scores is not None):
             scores = [ex.pos_scores[pos]] + [ex.neg_scores[n] for n in negs]  # type: ignore[index]
         return Sample(index=index, query=ex.query, passages=[ex.pos[pos]] + [ex.neg[n] for n in negs],
-                      task=ex.task, instruction=ex.instruction, scores=scores)
+                      task=ex.task, instruction=ex.instruction, scores=scores, positive_ids=self.positive_ids[index])
 
     def batch_keys(self, index: int, epoch: int) -> set[str]:
-        """Texts that must not be shared with another example of the same batch."""
-        ex = self.examples[index]
-        _, negs = self.draw(index, epoch)
-        return set(ex.pos) | {ex.neg[n] for n in negs}
+        """Texts that must not be shared with another example of the same batch: every positive of its query
+        text and the negatives it draws in ``epoch`` from its negatives as loaded."""
+        planned = self.planned_negatives[index]
+        _, negs = self.draw(index, epoch, len(planned))
+        return set(self.positives[index]) | {planned[n] for n in negs}
 
 
 class UniqueBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -131,8 +153,22 @@ class UniqueBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.open_batches = open_batches
         self.epoch = 0
         self.start_batch = 0
-        self._cache: dict[int, list[list[int]]] = {}
-        self.dropped = 0  # examples left out of the last epoch built (incomplete final batches)
+        self._cache: dict[int, list[list[int]]] = {}  # the last epoch built
+        self._sizes: dict[int, int] = {}  # epoch -> number of global batches (every epoch built so far)
+
+    @property
+    def dropped(self) -> int:
+        """Examples left out of the current epoch (clashing with every open batch, or in an incomplete batch)."""
+        return self.dropped_in(self.epoch)
+
+    def dropped_in(self, epoch: int) -> int:
+        return len(self.dataset) - self.global_size * self.num_batches(epoch)
+
+    def num_batches(self, epoch: int) -> int:
+        """Global batches of ``epoch`` (it differs between epochs: clashes depend on the epoch's draws)."""
+        if epoch not in self._sizes:
+            self.global_batches(epoch)
+        return self._sizes[epoch]
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's batches; ``start_batch`` skips batches already trained on (resume)."""
@@ -143,6 +179,7 @@ class UniqueBatchSampler(torch.utils.data.Sampler[list[int]]):
     def global_batches(self, epoch: int) -> list[list[int]]:
         if epoch not in self._cache:
             self._cache = {epoch: self._build(epoch)}
+            self._sizes[epoch] = len(self._cache[epoch])
         return self._cache[epoch]
 
     def _build(self, epoch: int) -> list[list[int]]:
@@ -151,19 +188,16 @@ class UniqueBatchSampler(torch.utils.data.Sampler[list[int]]):
         for i in order:
             groups[self.dataset.examples[i].task if self.task_homogeneous else None].append(i)
         batches: list[list[int]] = []
-        dropped = 0
         for key in sorted(groups, key=str):
-            full, left = self._fill(groups[key], epoch)
-            batches += full
-            dropped += left
+            batches += self._fill(groups[key], epoch)
         if self.task_homogeneous:
             # Interleave tasks: shuffle the order of whole batches.
             perm = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
             batches = [batches[j] for j in perm]
-        self.dropped = dropped
         return batches
 
-    def _fill(self, indices: list[int], epoch: int) -> tuple[list[list[int]], int]:
+    def _fill(self, indices: list[int], epoch: int) -> list[list[int]]:
+        """Full global batches of ``indices``; an example clashing with every open batch is left out."""
         done: list[list[int]] = []
         open_: list[tuple[list[int], set[str]]] = []
         for i in indices:
@@ -179,10 +213,10 @@ class UniqueBatchSampler(torch.utils.data.Sampler[list[int]]):
             if len(target[0]) == self.global_size:
                 done.append(target[0])
                 open_.remove(target)
-        return done, sum(len(b[0]) for b in open_)
+        return done
 
     def __len__(self) -> int:
-        return len(self.global_batches(self.epoch))
+        return self.num_batches(self.epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.global_batches(self.epoch)[self.start_batch:]:
@@ -203,7 +237,17 @@ class Collator:
             "passage": self.tokenize(passages, "passage"),
             "passage_ids": torch.tensor([text_id(p) for p in passages], dtype=torch.long),  # (B*(1+k),)
             "index": torch.tensor([s.index for s in samples], dtype=torch.long),
+            "query_ids": torch.tensor([text_id(s.query) for s in samples], dtype=torch.long),  # (B,)
+            "positive_ids": positive_matrix([s.positive_ids for s in samples]),  # (B, P)
         }
         if all(s.scores is not None for s in samples):
             batch["teacher_scores"] = torch.tensor([s.scores for s in samples], dtype=torch.float32)  # (B, 1+k)
         return batch
+
+
+def positive_matrix(ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(B, P) text ids of each query's positives, padded with -1 (text ids are >= 0)."""
+    out = torch.full((len(ids), max((len(row) for row in ids), default=0) or 1), -1, dtype=torch.long)
+    for i, row in enumerate(ids):
+        out[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+    return out

@@ -38,6 +38,15 @@ def _fail(where: str, name: str, message: str) -> DataError:
     return DataError(f"{where}: {name}: {message}")
 
 
+def _check_unicode(text: str, name: str, where: str) -> None:
+    """JSON can spell lone UTF-16 surrogates (``"\\ud800"``) that are no Unicode text: tokenizers fail on them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise _fail(where, name, f"lone surrogate {text[err.start]!r} at position {err.start}: not valid Unicode "
+                                 "text (a broken escape in the JSON)") from None
+
+
 def _text_list(row: dict[str, Any], name: str, where: str, required: bool) -> list[str]:
     if name not in row:
         if required:
@@ -53,6 +62,7 @@ def _text_list(row: dict[str, Any], name: str, where: str, required: bool) -> li
             raise _fail(where, f"{name}[{i}]", f"must be a string, got {type(text).__name__}")
         if not text.strip():
             raise _fail(where, f"{name}[{i}]", "empty string")
+        _check_unicode(text, f"{name}[{i}]", where)
     return value
 
 
@@ -81,6 +91,7 @@ def validate_row(row: Any, where: str) -> Example:
         raise _fail(where, "query", f"must be a string, got {type(row['query']).__name__}")
     if not row["query"].strip():
         raise _fail(where, "query", "empty string")
+    _check_unicode(row["query"], "query", where)
     pos = _text_list(row, "pos", where, required=True)
     neg = _text_list(row, "neg", where, required=False)
     clash = set(pos) & set(neg)
@@ -89,6 +100,8 @@ def validate_row(row: Any, where: str) -> Example:
     for name in ("task", "instruction"):
         if row.get(name) is not None and not isinstance(row[name], str):
             raise _fail(where, name, f"must be a string, got {type(row[name]).__name__}")
+        if row.get(name) is not None:
+            _check_unicode(row[name], name, where)
     return Example(query=row["query"], pos=list(pos), neg=list(neg), task=row.get("task"),
                    instruction=row.get("instruction") or None,
                    pos_scores=_scores(row, "pos_scores", len(pos), where),
@@ -123,6 +136,10 @@ def iter_jsonl(path: str | Path, on_error: str = "raise", report: Optional[LoadR
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: training file not found")
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.jsonl"))[:5]
+        raise IsADirectoryError(f"{path}: a directory, not a JSONL file: list its files in data.train_files"
+                                + (f" (it holds {', '.join(inside)})" if inside else " (it holds no .jsonl file)"))
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
             where = f"{path}:{line_no}"
@@ -134,7 +151,9 @@ def iter_jsonl(path: str | Path, on_error: str = "raise", report: Optional[LoadR
                 except UnicodeDecodeError as err:
                     raise _fail(where, "row", f"not valid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})")
                 try:
-                    row = json.loads(text)
+                    # Without its line ending: a line cut off mid-object then reports the column where it ends,
+                    # not column 1 of a line that does not exist.
+                    row = json.loads(text.rstrip("\r\n"))
                 except json.JSONDecodeError as err:
                     raise _fail(where, "row", f"invalid JSON: {err.msg} at column {err.colno}")
                 example = validate_row(row, where)

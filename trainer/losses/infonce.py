@@ -11,9 +11,12 @@ Optional symmetric term (passage -> query over the positives, GTE/"bidirectional
 
     L_p2q = -1/B sum_i log( exp(s(p_i, q_i)/tau) / sum_j exp(s(p_i, q_j)/tau) )
 
-Candidates whose text equals q_i's positive (an in-batch copy) are masked out of q_i's denominator, else they
-would be false negatives. One convention everywhere: scores are divided by ``temperature``; a learnable
-temperature is stored as log(1/tau) and clamped to tau >= 0.01.
+Candidates whose text is a positive of q_i's query text (an in-batch copy of its positive, or the positive of
+another row with the same query text, ``positive_ids``) are masked out of q_i's denominator, else they would be
+false negatives; in the symmetric term, queries with q_i's text are masked out of p_i's. One convention
+everywhere: scores are divided by ``temperature``, tau >= 0.01 (``MIN_TEMPERATURE``: a fixed temperature below
+it is refused, a learnable one, stored as log(1/tau), is clamped there and ``temperature`` reports the clamped
+value that is used).
 
 Shapes: ``query`` (B, D) on this process; ``passages`` (B*(1+k), D) on this process, query-major
 ``[p_0, n_0_1..n_0_k, p_1, ...]``. Gathering to the global batch happens in ``trainer.distributed``.
@@ -31,12 +34,16 @@ from torch import nn
 from trainer.distributed import gather_no_grad, gather_with_grad, local_offset
 
 
+MIN_TEMPERATURE = 0.01  # 1/tau <= 100: sharper distributions overflow bf16/fp16 logits and stall training
+
+
 class InfoNCE(nn.Module):
     def __init__(self, temperature: float = 0.05, learnable_temperature: bool = False, symmetric: bool = False,
                  mask_duplicate_positives: bool = True, weight: float = 1.0) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not temperature >= MIN_TEMPERATURE:
+            raise ValueError(f"loss.temperature must be >= {MIN_TEMPERATURE} (scores are cos / temperature), "
+                             f"got {temperature}")
         self.symmetric = symmetric
         self.mask_duplicate_positives = mask_duplicate_positives
         self.weight = weight
@@ -48,14 +55,22 @@ class InfoNCE(nn.Module):
 
     @property
     def temperature(self) -> float:
-        return float(1.0 / self.log_inv_temperature.detach().exp())
+        """The temperature the loss uses (a learnable one clamped at ``MIN_TEMPERATURE``)."""
+        return float(1.0 / self.scale().detach())
 
     def scale(self) -> torch.Tensor:
-        return self.log_inv_temperature.clamp(max=math.log(100.0)).exp()  # 1/tau, tau >= 0.01
+        return self.log_inv_temperature.clamp(max=math.log(1.0 / MIN_TEMPERATURE)).exp()  # 1/tau
 
-    def forward(self, query: torch.Tensor, passages: torch.Tensor,
-                passage_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """query (B, D), passages (B*(1+k), D), passage_ids (B*(1+k),) text ids -> scalar loss."""
+    def forward(self, query: torch.Tensor, passages: torch.Tensor, passage_ids: Optional[torch.Tensor] = None,
+                positive_ids: Optional[torch.Tensor] = None, query_ids: Optional[torch.Tensor] = None,
+                ) -> torch.Tensor:
+        """query (B, D), passages (B*(1+k), D) -> scalar loss.
+
+        Args:
+            passage_ids: (B*(1+k),) text ids of ``passages``; in-batch copies of a positive are masked.
+            positive_ids: (B, P) text ids of every positive of each query's text (padded with -1); masked too.
+            query_ids: (B,) text ids of the queries; the symmetric term masks other queries with the same text.
+        """
         batch = query.shape[0]
         group = passages.shape[0] // batch  # 1 + k
         if passages.shape[0] != batch * group:
@@ -63,17 +78,27 @@ class InfoNCE(nn.Module):
         all_passages = gather_with_grad(passages)  # (W*B*(1+k), D)
         scores = query @ all_passages.T * self.scale()  # (B, W*B*(1+k))
         # Query i of this process is global query offset+i; its positive sits at (offset+i)*(1+k).
-        labels = (local_offset(batch) + torch.arange(batch, device=query.device)) * group  # (B,)
+        rows = torch.arange(batch, device=query.device)
+        labels = (local_offset(batch) + rows) * group  # (B,)
         if self.mask_duplicate_positives and passage_ids is not None:
-            all_ids = gather_no_grad(passage_ids)  # (W*B*(1+k),)
-            positive_ids = passage_ids[torch.arange(batch, device=query.device) * group]  # (B,)
-            copies = all_ids.unsqueeze(0) == positive_ids.unsqueeze(1)  # (B, W*B*(1+k))
-            copies[torch.arange(batch, device=query.device), labels] = False  # keep the positive itself
-            scores = scores.masked_fill(copies, float("-inf"))
+            own = passage_ids[rows * group].unsqueeze(1)  # (B, 1)
+            positives = own if positive_ids is None else torch.cat([own, positive_ids.to(own)], dim=1)  # (B, 1+P)
+            scores = scores.masked_fill(self._false_negatives(gather_no_grad(passage_ids), positives, labels),
+                                        float("-inf"))
         loss = F.cross_entropy(scores.float(), labels)
         if self.symmetric:
-            positives = passages[::group]  # (B, D)
-            all_queries = gather_with_grad(query)  # (W*B, D)
-            p2q = positives @ all_queries.T * self.scale()  # (B, W*B)
+            p2q = passages[::group] @ gather_with_grad(query).T * self.scale()  # (B, W*B)
+            if self.mask_duplicate_positives and query_ids is not None:
+                p2q = p2q.masked_fill(self._false_negatives(gather_no_grad(query_ids), query_ids.unsqueeze(1),
+                                                            labels // group), float("-inf"))
             loss = (loss + F.cross_entropy(p2q.float(), labels // group)) / 2
         return loss
+
+    @staticmethod
+    def _false_negatives(candidates: torch.Tensor, positives: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, N) bool: candidate ids (N,) equal to one of row i's positive ids (B, P), except row i's label."""
+        mask = torch.zeros(positives.shape[0], candidates.shape[0], dtype=torch.bool, device=candidates.device)
+        for column in positives.T:  # P passes of (B, N) instead of one (B, N, P) tensor
+            mask |= candidates.unsqueeze(0) == column.unsqueeze(1)
+        mask[torch.arange(len(labels), device=labels.device), labels] = False  # keep the positive itself
+        return mask

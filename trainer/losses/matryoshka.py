@@ -50,8 +50,9 @@ class Matryoshka(nn.Module):
     def temperature(self) -> float:
         return self.inner.temperature
 
-    def forward(self, query: torch.Tensor, passages: torch.Tensor,
-                passage_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, passages: torch.Tensor, passage_ids: Optional[torch.Tensor] = None,
+                **masks: Optional[torch.Tensor]) -> torch.Tensor:
+        """As the inner loss; ``masks`` (``positive_ids``, ``query_ids``) pass through to it."""
         full = query.shape[-1]
         if self.dims[-1] > full:
             raise ValueError(f"loss.matryoshka_dims {self.dims} exceed the embedding dimension {full}")
@@ -60,7 +61,7 @@ class Matryoshka(nn.Module):
         for dim, weight in pairs:
             q = truncate(query, dim, self.renormalize) if dim < full else query
             p = truncate(passages, dim, self.renormalize) if dim < full else passages
-            total = total + weight * self.inner(q, p, passage_ids)
+            total = total + weight * self.inner(q, p, passage_ids, **masks)
         return total / sum(w for _, w in pairs)
 
 

@@ -32,6 +32,16 @@ class CrossEncoderTeacher:
         self.max_length = max_length
         self.batch_size = batch_size
 
+    def fingerprint(self) -> str:
+        """Hash of the weights' bytes, the tokenizer and the max length: the pair-score cache key. A reranker
+        retrained at the same path gets a new key (as the embedding cache keys encoders)."""
+        from types import SimpleNamespace
+
+        from trainer.encoding import model_fingerprint, stable_hash
+
+        identity = SimpleNamespace(backbone=self.model, tokenizer=self.tokenizer)  # what model_fingerprint reads
+        return stable_hash({"model": model_fingerprint(identity), "max_length": self.max_length})[:24]
+
     def to(self, device: torch.device | str) -> "CrossEncoderTeacher":
         self.model.to(device)
         return self

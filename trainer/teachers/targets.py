@@ -15,8 +15,6 @@ resumes and sweeps never run the teacher again. Batches gain:
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -51,6 +49,8 @@ class TeacherTargets:
         self.query_ids = query_ids  # (num_examples,) text id of each example's query (pair keys)
         self.pair_keys = pair_keys  # (P,) sorted
         self.pair_scores = pair_scores  # (P,)
+        self.teacher: Optional[Any] = None  # kept only to score new pairs (re-mining with a cross-encoder)
+        self.cache_root: Optional[str] = None
 
     @property
     def dim(self) -> Optional[int]:
@@ -69,6 +69,62 @@ class TeacherTargets:
             rows = _row_lookup(self.pair_keys, keys, "teacher pair scores")
             batch["teacher_scores"] = torch.from_numpy(self.pair_scores[rows].reshape(len(index), group))
         return batch
+
+    def add_pair_scores(self, teacher: Any, examples: list[Example], cache_root: Optional[str]) -> int:
+        """Score the (query, positive/negative) pairs of ``examples`` not scored yet; returns how many were new.
+
+        Scores are looked up in, and added to, ``cache_root/pairs-<teacher fingerprint>.npz``.
+        """
+        query_ids = np.array([text_id(ex.query) for ex in examples], dtype=np.int64)
+        pairs = {}
+        for ex, qid in zip(examples, query_ids):
+            for passage in (*ex.pos, *ex.neg):
+                pairs[int(pair_key(np.array([qid]), np.array([text_id(passage)]))[0])] = (ex.query, passage)
+        keys = np.array(sorted(pairs), dtype=np.int64)
+        known = self.pair_keys if self.pair_keys is not None else np.zeros(0, dtype=np.int64)
+        keys = keys[~np.isin(keys, known)]
+        scores = np.full(len(keys), np.nan, dtype=np.float32)
+        cache_file = None
+        if cache_root is not None:
+            cache_file = Path(cache_root) / f"pairs-{teacher.fingerprint()}.npz"
+            cached = _read_pairs(cache_file)
+            rows = np.clip(np.searchsorted(cached[0], keys), 0, max(len(cached[0]) - 1, 0))
+            hit = cached[0][rows] == keys if len(cached[0]) else np.zeros(len(keys), bool)
+            scores[hit] = cached[1][rows[hit]]
+        todo = np.flatnonzero(np.isnan(scores))
+        if len(todo):
+            scores[todo] = teacher.score([pairs[int(keys[i])][0] for i in todo],
+                                         [pairs[int(keys[i])][1] for i in todo])
+            if cache_file is not None and world()[0] == 0:
+                _write_pairs(cache_file, keys[todo], scores[todo])
+        all_keys = np.concatenate([known, keys])
+        order = np.argsort(all_keys, kind="stable")
+        old_scores = self.pair_scores if self.pair_scores is not None else np.zeros(0, dtype=np.float32)
+        self.pair_keys, self.pair_scores = all_keys[order], np.concatenate([old_scores, scores])[order]
+        return len(keys)
+
+    def rescore(self, examples: list[Example]) -> None:
+        """After re-mining: the kept cross-encoder scores the new pairs (bi-encoder targets already cover the
+        whole frozen corpus)."""
+        if self.teacher is not None:
+            self.add_pair_scores(self.teacher, examples, self.cache_root)
+
+
+def _read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted keys, scores) of a pair-score cache file; empty when absent."""
+    if not path.exists():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    with np.load(path) as z:
+        return z["keys"], z["scores"]
+
+
+def _write_pairs(path: Path, keys: np.ndarray, scores: np.ndarray) -> None:
+    """Merge new pair scores into the cache file (kept sorted; earlier entries stay)."""
+    old_keys, old_scores = _read_pairs(path)
+    fresh = ~np.isin(keys, old_keys)
+    merged = np.concatenate([old_keys, keys[fresh]])
+    order = np.argsort(merged, kind="stable")
+    save_npz_atomic(path, keys=merged[order], scores=np.concatenate([old_scores, scores[fresh]])[order])
 
 
 class TeacherCollator:
@@ -105,34 +161,20 @@ def embedding_targets(teacher: Any, examples: list[Example]) -> TeacherTargets:
 
 
 def pair_score_targets(teacher: Any, examples: list[Example], cache_root: Optional[str]) -> TeacherTargets:
-    """Score every (query, positive/negative) pair once; scores cached in ``cache_root/<teacher key>.npz``."""
+    """Score every (query, positive/negative) pair once; scores cached in ``cache_root/pairs-<fingerprint>.npz``,
+    keyed by the teacher's weights, tokenizer and max length (a reranker retrained in place gets new scores)."""
     query_ids = np.array([text_id(ex.query) for ex in examples], dtype=np.int64)
-    pairs = {}
-    for ex, qid in zip(examples, query_ids):
-        for passage in (*ex.pos, *ex.neg):
-            pairs[int(pair_key(np.array([qid]), np.array([text_id(passage)]))[0])] = (ex.query, passage)
-    keys = np.array(sorted(pairs), dtype=np.int64)
-    scores = np.full(len(keys), np.nan, dtype=np.float32)
-    cache_file = None
-    if cache_root is not None:
-        digest = hashlib.sha256(json.dumps([teacher.source, teacher.max_length]).encode()).hexdigest()[:24]
-        cache_file = Path(cache_root) / f"pairs-{digest}.npz"
-        if cache_file.exists():
-            with np.load(cache_file) as z:
-                rows = np.clip(np.searchsorted(z["keys"], keys), 0, max(len(z["keys"]) - 1, 0))
-                hit = z["keys"][rows] == keys if len(z["keys"]) else np.zeros(len(keys), bool)
-                scores[hit] = z["scores"][rows[hit]]
-    todo = np.flatnonzero(np.isnan(scores))
-    if len(todo):
-        scores[todo] = teacher.score([pairs[int(keys[i])][0] for i in todo], [pairs[int(keys[i])][1] for i in todo])
-        if cache_file is not None and world()[0] == 0:
-            save_npz_atomic(cache_file, keys=keys, scores=scores)
-    return TeacherTargets(pair_keys=keys, pair_scores=scores, query_ids=query_ids)
+    targets = TeacherTargets(query_ids=query_ids)
+    targets.add_pair_scores(teacher, examples, cache_root)
+    return targets
 
 
 def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Optional[torch.device] = None,
-                          log: Callable[[str], None] = print) -> Optional[TeacherTargets]:
-    """Targets for ``cfg.teacher`` over ``examples``; None when there is no teacher or it is precomputed."""
+                          log: Callable[[str], None] = print, keep_teacher: bool = False) -> Optional[TeacherTargets]:
+    """Targets for ``cfg.teacher`` over ``examples``; None when there is no teacher or it is precomputed.
+
+    ``keep_teacher`` (re-mining): a pair-scoring teacher stays in memory to score the pairs re-mining creates.
+    """
     weights = distill_weights(cfg)
     if cfg.get("teacher") is None:
         if any(weights.values()):
@@ -157,7 +199,10 @@ def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Opti
         targets = embedding_targets(teacher, examples)
     else:
         targets = pair_score_targets(teacher, examples, cfg.teacher.get("cache_root"))
-    del teacher  # never used again: free its memory before the student trains
+        if keep_teacher:
+            targets.teacher, targets.cache_root = teacher, cfg.teacher.get("cache_root")
+            log(f"teacher {teacher.name}: kept in memory to score the pairs re-mining creates")
+    del teacher  # otherwise never used again: free its memory before the student trains
     return targets
 
 
