@@ -1,4 +1,5 @@
-"""Export: ONNX graph with pooling + normalisation equals Encoder.forward; int8 quality; model card; bad input.
+"""Export: ONNX graph with pooling + normalisation equals Encoder.forward; ORT fusions (BERT and MPNet); int8;
+the sentence-transformers layout; model card; bad input.
 
     pytest -q tests/test_export.py
 """
@@ -57,9 +58,16 @@ def test_export_matches_pytorch_and_writes_card(run_checkpoint: Path, tmp_path: 
                           f"eval.tasks=[{{name: tiny, path: '{beir}', kind: retrieval}}]", "verify.batch_sizes=[1,3]")
     report = run_export(cfg)
     out = tmp_path / "onnx"
-    assert sorted(p.name for p in out.glob("*.onnx")) == ["model.onnx", "model_int8.onnx"]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.onnx")) == [
+        "model.onnx", "model_int8.onnx", "onnx/model.onnx", "onnx/model_qint8_avx512_vnni.onnx"]
     assert report["inputs"] == ["input_ids", "attention_mask", "pool_mask"]
     assert report["verify"]["max_abs_diff"] < 1e-4 and len(report["verify"]["checked"]) == 4
+    # Fused for ONNX Runtime (2 layers): one Attention and two SkipLayerNormalizations per layer, no loose MatMul
+    # left in the int8 graph (q/k/v, output and both FFN projections are int8).
+    assert report["graph"]["ops"]["Attention"] == 2 and report["graph"]["ops"]["SkipLayerNormalization"] == 4
+    assert report["graph"]["ops"]["BiasGelu"] == 2
+    assert report["graph"]["int8_ops"]["MatMulInteger"] == 12 and report["graph"]["int8_ops"]["MatMul"] == 0
+    assert report["sentence_transformers"]["verify"]["max_abs_diff"] < 1e-4
 
     graph = onnx.load(str(out / "model.onnx")).graph
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
@@ -109,3 +117,106 @@ def test_export_metadata_without_encoder_keys(tiny_model: Path, tmp_path: Path) 
     with pytest.raises(ValueError, match=r"embedstill.json: encoder: missing max_length_query, max_length_passage, "
                                          r"prompts"):
         checked_metadata(ckpt)
+
+
+def _tiny_mpnet(folder: Path) -> Path:
+    """A random 2-layer MPNet (relative position bias in attention) with the tiny BERT's tokenizer."""
+    import torch
+    from transformers import MPNetConfig, MPNetModel
+
+    from conftest import build_tiny_model
+
+    build_tiny_model(folder)
+    (folder / "config.json").unlink()
+    (folder / "model.safetensors").unlink()
+    torch.manual_seed(0)
+    config = MPNetConfig(vocab_size=220, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=130, pad_token_id=0)
+    MPNetModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.mark.parametrize("arch", ["bert", "mpnet"])
+def test_fusion_produces_ort_attention_and_keeps_outputs(arch: str, tiny_model: Path, tmp_path: Path,
+                                                         one_thread: Any) -> None:
+    """The dynamo graph fused into ORT's Attention / SkipLayerNormalization / BiasGelu, outputs within 1e-4."""
+    import onnxruntime as ort
+    import torch
+
+    from trainer.exporting.onnx_model import export_onnx
+    from trainer.exporting.ort_optimize import count_ops, fuse_for_ort
+    from trainer.models import Encoder
+    from trainer.models.encoder import EncoderSpec
+
+    folder = tiny_model if arch == "bert" else _tiny_mpnet(tmp_path / "mpnet")
+    encoder = Encoder.from_pretrained(str(folder), EncoderSpec(max_length_query=16, max_length_passage=24)).eval()
+    export_onnx(encoder, tmp_path / "plain.onnx")
+    counts = fuse_for_ort(tmp_path / "plain.onnx", tmp_path / "fused.onnx", packed_qkv=True)
+    fuse_for_ort(tmp_path / "plain.onnx", tmp_path / "unpacked.onnx", packed_qkv=False)
+    assert count_ops(tmp_path / "plain.onnx")["Attention"] == 0
+    ops = count_ops(tmp_path / "fused.onnx")
+    embedding_adds = 1 if arch == "mpnet" else 0  # MPNet's word + position embedding Add joins its LayerNorm too
+    assert ops["Attention"] == 2 and ops["BiasGelu"] == 2, (counts, ops)
+    assert ops["SkipLayerNormalization"] == 4 + embedding_adds, (counts, ops)
+    unpacked = count_ops(tmp_path / "unpacked.onnx")
+    assert unpacked["MultiHeadAttention"] == 2 and unpacked["Attention"] == 0 and unpacked["MatMul"] == 12
+    if arch == "mpnet":
+        assert counts["score_bias_merge"] == 2  # position bias + mask merged, else no attention pattern matches
+
+    texts = ["w1 w2 w3", "a", " ".join(f"w{i}" for i in range(40)), "news of the word"]  # one row truncated
+    feats = encoder.tokenize(texts, "passage")
+    with torch.no_grad():
+        expected = encoder(**feats).numpy()  # (4, 32)
+    for name in ("fused.onnx", "unpacked.onnx"):
+        sess = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {i.name: feats[i.name].numpy() for i in sess.get_inputs()})[0]
+        assert np.abs(got - expected).max() < 1e-4, name
+
+
+def test_sentence_transformers_layout_matches_pytorch(run_checkpoint: Path, tmp_path: Path) -> None:
+    """onnx/model.onnx + the folder's own pooling config == Encoder.encode, prompts excluded from pooling."""
+    import onnxruntime as ort
+
+    from trainer.exporting.job import run_export
+    from trainer.exporting.st_layout import pool_like_folder, st_features
+    from trainer.models import Encoder
+
+    run_export(_compose_export(f"checkpoint={run_checkpoint}", f"out={tmp_path / 'onnx'}", "eval=none",
+                               "quantize=false", "verify.batch_sizes=[2]"))
+    out = tmp_path / "onnx"
+    for name in ("modules.json", "config.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                 "1_Pooling/config.json", "tokenizer.json"):
+        assert (out / name).exists(), name
+    assert not (out / "model.safetensors").exists()  # the ONNX folder carries no PyTorch weights
+    assert json.loads((out / "1_Pooling/config.json").read_text())["include_prompt"] is False
+
+    sess = ort.InferenceSession(str(out / "onnx/model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [o.name for o in sess.get_outputs()] == ["last_hidden_state"]
+    encoder = Encoder.from_pretrained(str(run_checkpoint))
+    texts = ["w1 w2", "a", " ".join(f"w{i}" for i in range(50)), "news of the word w7"]
+    for side in ("query", "passage"):  # query side has a prefix excluded from pooling
+        feats = encoder.tokenize(texts, side)
+        hidden = sess.run(["last_hidden_state"], st_features(feats, ["input_ids", "attention_mask",
+                                                                       "token_type_ids"]))[0]  # (4, T, 32)
+        got = pool_like_folder(out, hidden, feats["attention_mask"].numpy(), feats["pool_mask"].numpy())
+        np.testing.assert_allclose(got, encoder.encode(texts, side=side), atol=1e-4)
+
+
+def test_sentence_transformers_loads_onnx_backend(run_checkpoint: Path, tmp_path: Path) -> None:
+    """SentenceTransformer(out, backend="onnx") gives Encoder.encode's embeddings (needs optimum's ORT backend)."""
+    pytest.importorskip("optimum.onnxruntime", reason="sentence-transformers' ONNX backend needs optimum-onnx, "
+                                                      "whose releases (<= 0.1.0) require transformers<4.58")
+    from sentence_transformers import SentenceTransformer
+
+    from trainer.exporting.job import run_export
+    from trainer.models import Encoder
+
+    run_export(_compose_export(f"checkpoint={run_checkpoint}", f"out={tmp_path / 'onnx'}", "eval=none",
+                               "verify.batch_sizes=[2]"))
+    texts = ["w1 w2", "a", "news of the word w7"]
+    encoder = Encoder.from_pretrained(str(run_checkpoint))
+    for file_name, tolerance in (("model.onnx", 1e-4), ("model_qint8_avx512_vnni.onnx", 0.1)):
+        model = SentenceTransformer(str(tmp_path / "onnx"), backend="onnx", model_kwargs={"file_name": file_name})
+        got = model.encode(texts, prompt_name="passage")
+        np.testing.assert_allclose(got, encoder.encode(texts, side="passage"), atol=tolerance)
