@@ -46,18 +46,25 @@ def run_checkpoint(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     return save_checkpoint(encoder, run / "checkpoints" / "step-000006", {"step": 6, "run": str(run)})
 
 
-def test_export_matches_pytorch_and_writes_card(run_checkpoint: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def exported(run_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One export of ``run_checkpoint`` (int8 scored on a tiny BEIR task): the folder and the report."""
+    from trainer.exporting.job import run_export
+
+    tmp = tmp_path_factory.mktemp("export")
+    beir = write_beir(tmp / "beir", make_rows(16, seed=5))
+    cfg = _compose_export(f"checkpoint={run_checkpoint}", f"out={tmp / 'onnx'}",
+                          f"eval.tasks=[{{name: tiny, path: '{beir}', kind: retrieval}}]", "verify.batch_sizes=[1,3]")
+    return tmp / "onnx", run_export(cfg)
+
+
+def test_export_matches_pytorch_and_writes_card(run_checkpoint: Path, exported: tuple[Path, dict[str, Any]]) -> None:
     import onnx
 
-    from trainer.exporting.job import run_export
     from trainer.exporting.onnx_model import OnnxEncoder
     from trainer.models import Encoder
 
-    beir = write_beir(tmp_path / "beir", make_rows(16, seed=5))
-    cfg = _compose_export(f"checkpoint={run_checkpoint}", f"out={tmp_path / 'onnx'}",
-                          f"eval.tasks=[{{name: tiny, path: '{beir}', kind: retrieval}}]", "verify.batch_sizes=[1,3]")
-    report = run_export(cfg)
-    out = tmp_path / "onnx"
+    out, report = exported
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.onnx")) == [
         "model.onnx", "model_int8.onnx", "onnx/model.onnx", "onnx/model_qint8_avx512_vnni.onnx"]
     assert report["inputs"] == ["input_ids", "attention_mask", "pool_mask"]
@@ -173,17 +180,15 @@ def test_fusion_produces_ort_attention_and_keeps_outputs(arch: str, tiny_model: 
         assert np.abs(got - expected).max() < 1e-4, name
 
 
-def test_sentence_transformers_layout_matches_pytorch(run_checkpoint: Path, tmp_path: Path) -> None:
+def test_sentence_transformers_layout_matches_pytorch(run_checkpoint: Path,
+                                                      exported: tuple[Path, dict[str, Any]]) -> None:
     """onnx/model.onnx + the folder's own pooling config == Encoder.encode, prompts excluded from pooling."""
     import onnxruntime as ort
 
-    from trainer.exporting.job import run_export
     from trainer.exporting.st_layout import pool_like_folder, st_features
     from trainer.models import Encoder
 
-    run_export(_compose_export(f"checkpoint={run_checkpoint}", f"out={tmp_path / 'onnx'}", "eval=none",
-                               "quantize=false", "verify.batch_sizes=[2]"))
-    out = tmp_path / "onnx"
+    out = exported[0]
     for name in ("modules.json", "config.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                  "1_Pooling/config.json", "tokenizer.json"):
         assert (out / name).exists(), name
@@ -203,20 +208,41 @@ def test_sentence_transformers_layout_matches_pytorch(run_checkpoint: Path, tmp_
         np.testing.assert_allclose(got, encoder.encode(texts, side=side), atol=1e-4)
 
 
-def test_sentence_transformers_loads_onnx_backend(run_checkpoint: Path, tmp_path: Path) -> None:
+def test_sentence_transformers_loads_onnx_backend(run_checkpoint: Path,
+                                                  exported: tuple[Path, dict[str, Any]]) -> None:
     """SentenceTransformer(out, backend="onnx") gives Encoder.encode's embeddings (needs optimum's ORT backend)."""
     pytest.importorskip("optimum.onnxruntime", reason="sentence-transformers' ONNX backend needs optimum-onnx, "
                                                       "whose releases (<= 0.1.0) require transformers<4.58")
     from sentence_transformers import SentenceTransformer
 
-    from trainer.exporting.job import run_export
     from trainer.models import Encoder
 
-    run_export(_compose_export(f"checkpoint={run_checkpoint}", f"out={tmp_path / 'onnx'}", "eval=none",
-                               "verify.batch_sizes=[2]"))
     texts = ["w1 w2", "a", "news of the word w7"]
     encoder = Encoder.from_pretrained(str(run_checkpoint))
     for file_name, tolerance in (("model.onnx", 1e-4), ("model_qint8_avx512_vnni.onnx", 0.1)):
-        model = SentenceTransformer(str(tmp_path / "onnx"), backend="onnx", model_kwargs={"file_name": file_name})
+        model = SentenceTransformer(str(exported[0]), backend="onnx", model_kwargs={"file_name": file_name})
         got = model.encode(texts, prompt_name="passage")
         np.testing.assert_allclose(got, encoder.encode(texts, side="passage"), atol=tolerance)
+
+
+def test_optimize_false_keeps_a_plain_onnx_graph(tiny_model: Path, tmp_path: Path, one_thread: Any) -> None:
+    """optimize=false: standard ONNX ops only (other runtimes), int8 still quantises every weight MatMul."""
+    import onnx
+    from omegaconf import OmegaConf
+
+    from trainer.exporting.graphs import _optimized_pair
+    from trainer.exporting.onnx_model import export_onnx
+    from trainer.models import Encoder
+    from trainer.models.encoder import EncoderSpec
+
+    encoder = Encoder.from_pretrained(str(tiny_model), EncoderSpec(max_length_query=16, max_length_passage=24))
+    cfg = OmegaConf.create({"optimize": False, "quantize": True,
+                            "int8": {"per_channel": True, "reduce_range": False}})
+    (tmp_path / "scratch").mkdir()
+    info = _optimized_pair(cfg, lambda p: export_onnx(encoder, p), tmp_path / "m.onnx", tmp_path / "q.onnx",
+                           tmp_path / "scratch")
+    assert "fusions" not in info
+    assert info["ops"]["Attention"] == info["ops"]["SkipLayerNormalization"] == info["ops"]["BiasGelu"] == 0
+    assert info["int8_ops"]["MatMulInteger"] == 12  # 6 weight MatMuls per layer; q.k and attention.v stay float
+    domains = {n.domain for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    assert domains <= {"", "ai.onnx"}, domains  # no com.microsoft contrib ops

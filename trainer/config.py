@@ -256,7 +256,7 @@ class ExportVerifyConfig:
 
 @dataclass
 class ExportInt8Config:
-    per_channel: bool = False  # one scale per output column instead of per matrix
+    per_channel: bool = True  # one weight scale per output column instead of per matrix (closer to fp32)
     reduce_range: bool = False  # 7-bit weights: only for x86 CPUs without VNNI (u8 x s8 saturation)
 
 

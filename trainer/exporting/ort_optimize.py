@@ -90,12 +90,13 @@ def count_ops(path: Path, op_types: tuple[str, ...] = ("Attention", "MultiHeadAt
     return {op: sum(n.op_type == op for n in nodes) for op in op_types}
 
 
-def quantize_int8(src: Path, dst: Path, per_channel: bool = False, reduce_range: bool = False) -> None:
+def quantize_int8(src: Path, dst: Path, per_channel: bool = True, reduce_range: bool = False) -> None:
     """Dynamic int8: MatMul weights stored int8, activations quantised per batch at run time.
 
     ONNX Runtime fuses each DynamicQuantizeLinear + MatMulInteger + scale into one int8 GEMM when the session
-    is built; on x86 that kernel uses VNNI or AMX where the CPU has them. ``reduce_range`` (7-bit weights) only
-    matters on CPUs without VNNI, where u8 x s8 products can saturate.
+    is built; on x86 that kernel uses VNNI or AMX where the CPU has them. ``per_channel``: a scale per output
+    column (MiniLM on news: cosine to fp32 0.994 against 0.954 with one scale per matrix, same speed).
+    ``reduce_range`` (7-bit weights) only matters on CPUs without VNNI, where u8 x s8 products can saturate.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
