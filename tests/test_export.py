@@ -75,6 +75,7 @@ def test_export_matches_pytorch_and_writes_card(run_checkpoint: Path, exported: 
     assert report["graph"]["ops"]["BiasGelu"] == 2
     assert report["graph"]["int8_ops"]["MatMulInteger"] == 12 and report["graph"]["int8_ops"]["MatMul"] == 0
     assert report["sentence_transformers"]["verify"]["max_abs_diff"] < 1e-4
+    assert 0 < report["sentence_transformers"]["verify"]["int8_max_abs_diff_vs_fp32"] < 0.5  # runs, lossy, close
 
     graph = onnx.load(str(out / "model.onnx")).graph
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
@@ -230,7 +231,7 @@ def test_optimize_false_keeps_a_plain_onnx_graph(tiny_model: Path, tmp_path: Pat
     import onnx
     from omegaconf import OmegaConf
 
-    from trainer.exporting.graphs import _optimized_pair
+    from trainer.exporting.graphs import export_graph_pair
     from trainer.exporting.onnx_model import export_onnx
     from trainer.models import Encoder
     from trainer.models.encoder import EncoderSpec
@@ -238,9 +239,8 @@ def test_optimize_false_keeps_a_plain_onnx_graph(tiny_model: Path, tmp_path: Pat
     encoder = Encoder.from_pretrained(str(tiny_model), EncoderSpec(max_length_query=16, max_length_passage=24))
     cfg = OmegaConf.create({"optimize": False, "quantize": True,
                             "int8": {"per_channel": True, "reduce_range": False}})
-    (tmp_path / "scratch").mkdir()
-    info = _optimized_pair(cfg, lambda p: export_onnx(encoder, p), tmp_path / "m.onnx", tmp_path / "q.onnx",
-                           tmp_path / "scratch")
+    info = export_graph_pair(cfg, lambda p: export_onnx(encoder, p), tmp_path / "m.onnx", tmp_path / "q.onnx",
+                             tmp_path / "scratch")
     assert "fusions" not in info
     assert info["ops"]["Attention"] == info["ops"]["SkipLayerNormalization"] == info["ops"]["BiasGelu"] == 0
     assert info["int8_ops"]["MatMulInteger"] == 12  # 6 weight MatMuls per layer; q.k and attention.v stay float

@@ -33,10 +33,12 @@ def onnx_encoder(cfg: DictConfig, path: Path, encoder: Encoder) -> OnnxEncoder:
     return OnnxEncoder(path, encoder, cfg.session.threads or None, cfg.session.spinning)
 
 
-def _optimized_pair(cfg: DictConfig, export: Callable[[Path], list[str]], fp32: Path, int8: Path,
-                    scratch: Path) -> dict[str, Any]:
-    """Export once, then write the fp32 graph (packed attention) and, if asked, the int8 graph."""
-    plain = scratch / f"plain-{fp32.name}"
+def export_graph_pair(cfg: DictConfig, export: Callable[[Path], list[str]], fp32: Path, int8: Path,
+                      scratch: Path) -> dict[str, Any]:
+    """Export once into ``scratch`` (a folder), then write the fp32 graph (packed attention) and, if asked, the
+    int8 graph; returns the input names, fusion counts and op counts."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    plain = scratch / "plain.onnx"
     info: dict[str, Any] = {"inputs": export(plain)}
     if cfg.optimize:
         info["fusions"] = fuse_for_ort(plain, fp32, packed_qkv=True)
@@ -46,7 +48,7 @@ def _optimized_pair(cfg: DictConfig, export: Callable[[Path], list[str]], fp32: 
     if cfg.quantize:
         source = plain
         if cfg.optimize:  # q/k/v as three MatMuls so that quantisation reaches them too
-            source = scratch / f"unpacked-{fp32.name}"
+            source = scratch / "unpacked.onnx"
             fuse_for_ort(plain, source, packed_qkv=False)
         quantize_int8(source, int8, per_channel=cfg.int8.per_channel, reduce_range=cfg.int8.reduce_range)
         info["int8_ops"] = count_ops(int8)
@@ -58,19 +60,21 @@ def write_graphs(cfg: DictConfig, encoder: Encoder, folder: Path, texts: Sequenc
     report: dict[str, Any] = {"optimize": bool(cfg.optimize), "int8_settings": dict(cfg.int8) if cfg.quantize else None}
     with tempfile.TemporaryDirectory(prefix=".plain-", dir=folder) as tmp:
         scratch = Path(tmp)
-        pooled = _optimized_pair(cfg, lambda p: export_onnx(encoder, p, cfg.opset), folder / MODEL,
-                                 folder / MODEL_INT8, scratch)
+        pooled = export_graph_pair(cfg, lambda p: export_onnx(encoder, p, cfg.opset), folder / MODEL,
+                                   folder / MODEL_INT8, scratch / "pooled")
         report["inputs"] = pooled.pop("inputs")
         report["graph"] = pooled
         report["verify"] = verify(encoder, onnx_encoder(cfg, folder / MODEL, encoder), texts,
                                   list(cfg.verify.batch_sizes), cfg.verify.tolerance, cfg.verify.seed)
         if cfg.sentence_transformers:
             (folder / ST_DIR).mkdir()
-            report["sentence_transformers"] = _optimized_pair(
+            report["sentence_transformers"] = export_graph_pair(
                 cfg, lambda p: export_token_embeddings(encoder, p, cfg.opset), folder / ST_DIR / ST_MODEL,
-                folder / ST_DIR / ST_INT8, scratch)
+                folder / ST_DIR / ST_INT8, scratch / "token_embeddings")
             write_module_files(encoder, folder)
-            layout = session(folder / ST_DIR / ST_MODEL, cfg.session.threads or None, cfg.session.spinning)
-            report["sentence_transformers"]["verify"] = verify_layout(encoder, folder, layout, texts,
-                                                                      cfg.verify.tolerance)
+            threads, spinning = cfg.session.threads or None, cfg.session.spinning
+            int8 = session(folder / ST_DIR / ST_INT8, threads, spinning) if cfg.quantize else None
+            report["sentence_transformers"]["verify"] = verify_layout(
+                encoder, folder, session(folder / ST_DIR / ST_MODEL, threads, spinning), texts, cfg.verify.tolerance,
+                int8)
     return report

@@ -106,23 +106,34 @@ def pool_like_folder(folder: Path, hidden: np.ndarray, attention_mask: np.ndarra
     return pooled.astype(np.float32)  # (B, D)
 
 
+def layout_embeddings(folder: Path, session: Any, feats: dict[str, torch.Tensor]) -> np.ndarray:
+    """What sentence-transformers computes from the folder: the token-embedding graph, then its pooling config."""
+    names = [i.name for i in session.get_inputs()]
+    hidden = session.run([HIDDEN_OUTPUT], st_features(feats, names))[0]  # (B, T, D)
+    return pool_like_folder(folder, hidden, feats["attention_mask"].numpy(), feats["pool_mask"].numpy())
+
+
 @torch.no_grad()
 def verify_layout(encoder: Encoder, folder: Path, session: Any, texts: Sequence[str], tolerance: float,
-                  batch_sizes: Sequence[int] = (1, 5)) -> dict[str, Any]:
-    """``onnx/model.onnx`` plus the folder's pooling config against ``Encoder.forward`` on the same tokens.
+                  int8_session: Any = None, batch_sizes: Sequence[int] = (1, 5)) -> dict[str, Any]:
+    """``onnx/model.onnx`` plus the folder's pooling config against ``Encoder.forward`` on the same tokens (and
+    the int8 file against the fp32 one, reported, not bounded).
 
-    Raises AssertionError when the max abs diff reaches ``tolerance``.
+    Raises AssertionError when the fp32 max abs diff reaches ``tolerance``.
     """
-    names = [i.name for i in session.get_inputs()]
-    worst, checked = 0.0, 0
+    worst, worst_int8, checked = 0.0, 0.0, 0
     for batch_size in batch_sizes:
         for side in ("query", "passage"):
             feats = encoder.tokenize(list(texts[:batch_size]), side)
-            hidden = session.run([HIDDEN_OUTPUT], st_features(feats, names))[0]  # (B, T, D)
-            got = pool_like_folder(folder, hidden, feats["attention_mask"].numpy(), feats["pool_mask"].numpy())
+            got = layout_embeddings(folder, session, feats)  # (B, D)
             worst = max(worst, float(np.abs(got - encoder(**feats).numpy()).max()))
+            if int8_session is not None:
+                worst_int8 = max(worst_int8, float(np.abs(layout_embeddings(folder, int8_session, feats) - got).max()))
             checked += 1
     print(f"sentence-transformers layout ({ST_DIR}/{ST_MODEL} + 1_Pooling): max abs diff {worst:.2e} "
           f"over {checked} batches, tolerance {tolerance:g}")
     assert worst < tolerance, f"{ST_DIR}/{ST_MODEL} + pooling config differs from PyTorch by {worst:.2e}"
-    return {"max_abs_diff": worst, "tolerance": tolerance, "batches": checked}
+    report = {"max_abs_diff": worst, "tolerance": tolerance, "batches": checked}
+    if int8_session is not None:
+        report["int8_max_abs_diff_vs_fp32"] = worst_int8
+    return report
