@@ -34,6 +34,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> Path:
     def memory(ax: Any, xs: list[float], rows: list[dict[str, Any]]) -> None:
         twin = ax.twinx()
         twin.plot(xs, [r["peak_rss_mib"] / 1024 for r in rows], "k:", marker=".", label="peak RSS")
+        twin.set_ylim(bottom=0, top=max(r["peak_rss_mib"] for r in rows) / 1024 * 1.15)
         twin.set_ylabel("peak RSS (GiB, dotted)")
 
     ax = axes[0][0]
