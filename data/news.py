@@ -145,3 +145,15 @@ def beir_split(articles: list[Article]) -> tuple[list[dict[str, str]], list[dict
     queries = [{"_id": f"q{a.id}", "text": a.title} for a in articles]
     qrels = [(f"q{a.id}", f"d{a.id}", 1) for a in articles]
     return corpus, queries, qrels
+
+
+def beir_full_corpus(split_articles: list[Article], all_articles: list[Article]) -> tuple[
+        list[dict[str, str]], list[dict[str, str]], list[tuple[str, str, int]]]:
+    """One split's headlines searched against every article (``news-full``): harder than its own split alone.
+
+    The other splits' articles (training articles included) are distractors, never relevant: each query's only
+    relevant document is its own article, which belongs to the query's split.
+    """
+    _, queries, qrels = beir_split(split_articles)
+    corpus = [{"_id": f"d{a.id}", "title": "", "text": a.text} for a in all_articles]
+    return corpus, queries, qrels

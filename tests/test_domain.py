@@ -136,3 +136,30 @@ def test_domain_job_end_to_end(compose, tiny_model: Path, tiny_data: dict[str, P
     expected = torch.lerp(base.backbone.state_dict()[name], adapted.backbone.state_dict()[name], ratio)
     torch.testing.assert_close(merged.backbone.state_dict()[name], expected)
     assert "| adapted - base |" in (run / "domain_report.md").read_text()
+
+
+def test_one_bad_byte_costs_its_line_not_its_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from trainer.domain.corpus import read_documents
+
+    folder = tmp_path / "text"
+    folder.mkdir()
+    lines = [f"document number {i} about w{i % 50} and w{i % 7}" for i in range(1000)]
+    (folder / "good.txt").write_text("\n".join(lines[:500]) + "\n")
+    bad = [line.encode() for line in lines[500:]]
+    bad[10] = b"document with a latin-1 byte \xe9 in it here"  # one line that is not UTF-8
+    (folder / "mixed.txt").write_bytes(b"\n".join(bad) + b"\n")
+    with caplog.at_level("WARNING"):
+        docs = read_documents(folder, min_words=5)
+    assert len(docs) == 999 and lines[999] in docs and lines[510] not in docs
+    assert "mixed.txt: 1" in caplog.text  # the file is named, with its count
+    from trainer.domain.corpus import CorpusReport
+
+    report = CorpusReport()
+    read_documents(folder, min_words=5, report=report)
+    assert report.bad_units == {"mixed.txt": 1} and report.not_text == [] and report.documents == 999
+    paragraphs = tmp_path / "paragraphs"
+    paragraphs.mkdir()
+    (paragraphs / "p.txt").write_bytes(b"first paragraph of five words\n\nsecond \xff paragraph of five words\n\n"
+                                       b"third paragraph of five words\n")
+    report = CorpusReport()
+    assert len(read_documents(paragraphs, unit="paragraph", report=report)) == 2 and report.bad_units == {"p.txt": 1}

@@ -246,3 +246,33 @@ def test_optimize_false_keeps_a_plain_onnx_graph(tiny_model: Path, tmp_path: Pat
     assert info["int8_ops"]["MatMulInteger"] == 12  # 6 weight MatMuls per layer; q.k and attention.v stay float
     domains = {n.domain for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
     assert domains <= {"", "ai.onnx"}, domains  # no com.microsoft contrib ops
+
+
+def test_export_never_replaces_what_is_not_an_earlier_export(run_checkpoint: Path, tmp_path: Path) -> None:
+    from trainer.exporting.job import run_export
+
+    run = run_checkpoint.parent.parent
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    quick = ["eval=none", "quantize=false", "verify.batch_sizes=[1]"]
+    for out, extra in [(run, []), (run, ["overwrite=true"]), (run_checkpoint, ["overwrite=true"]),
+                       (run / "checkpoints", [])]:
+        with pytest.raises(ValueError, match=rf"out={out}: .*holds the checkpoint"):
+            run_export(_compose_export(f"checkpoint={run_checkpoint}", f"out={out}", *extra, *quick))
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match=rf"out={other}: exists and is not an earlier export.*overwrite=true"):
+        run_export(_compose_export(f"checkpoint={run_checkpoint}", f"out={other}", *quick))
+    assert (other / "keep.txt").read_text() == "mine"
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before  # the run dir is untouched
+    from trainer.exporting.job import check_out
+
+    check_out(other, run_checkpoint, overwrite=True)  # asked for explicitly: allowed
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    for name in ("export.json", "model.onnx", "model_int8.onnx"):
+        (earlier / name).write_text("{}")
+    run_export(_compose_export(f"checkpoint={run_checkpoint}", f"out={earlier}", *quick))  # replaced, not refused
+    assert json.loads((earlier / "export.json").read_text())["checkpoint"] == str(run_checkpoint)
+    assert not (earlier / "model_int8.onnx").exists()  # the earlier export's files went with it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier", "notes"]  # no temporary or old folder left

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.data.dataset import Collator, ContrastiveDataset, UniqueBatchSampler, load_examples
-from trainer.evaluation.retrieval import evaluate_retrieval, load_beir
+from trainer.evaluation.retrieval import evaluate_retrieval
 from trainer.models.encoder import Encoder
 from trainer.objective import Objective
 
@@ -120,15 +120,11 @@ class Evaluator:
     """Runs the configured eval tasks on an encoder; returns ``{"<task>/<metric>": value}``."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-        self.tasks = []
-        for task in cfg.tasks:
-            if task.kind == "retrieval":
-                self.tasks.append((task, load_beir(task.path, task.split, task.max_queries)))
-            else:  # sts, classification, clustering, pair_classification, reranking: trainer/evaluation/tasks.py
-                from trainer.evaluation.tasks import load_task
+        from trainer.evaluation.tasks import check_task_names, load_task
 
-                self.tasks.append((task, load_task(task)))
+        check_task_names(cfg.tasks)
+        self.cfg = cfg
+        self.tasks = [(task, load_task(task)) for task in cfg.tasks]
 
     def __call__(self, encoder: Encoder) -> dict[str, float]:
         from trainer.evaluation.runner import score_task

@@ -104,6 +104,7 @@ class EvalTaskConfig:
     max_queries: Optional[int] = None  # also caps the rows of non-retrieval task files
     train_split: str = "train"  # classification: the rows the logistic regression is fitted on
     side: str = "query"  # sts/classification/clustering/pair_classification texts use this side's prompt
+    ignore_identical_ids: bool = False  # retrieval: never retrieve a document with the query's id (BEIR, MTEB)
     # Prompts come from the checkpoint's embedstill.json. Setting one of these to a different value is refused
     # unless allow_prompt_override=true (then it replaces the checkpoint's for this task).
     query_prefix: Optional[str] = None
@@ -271,6 +272,7 @@ class ExportConfig:
     """``python -m trainer.export checkpoint=...`` (conf/export.yaml)."""
     checkpoint: str = MISSING  # an exported checkpoint folder (with embedstill.json)
     out: str = MISSING  # the ONNX folder written (atomically)
+    overwrite: bool = False  # replace an existing out folder that is not an earlier export (never the checkpoint's)
     opset: int = 18
     quantize: bool = True  # also write model_int8.onnx (onnxruntime dynamic int8) and measure its quality
     optimize: bool = True  # fuse attention / layer norm / GELU into ONNX Runtime ops (false: plain ONNX graph)
@@ -299,6 +301,18 @@ class EvaluateConfig:
     paths: Dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class PushConfig:
+    """``python -m trainer.push checkpoint=... repo_id=...`` (conf/push.yaml): publish to the Hugging Face Hub."""
+    checkpoint: str = MISSING  # an exported checkpoint folder
+    repo_id: str = MISSING  # ORG/NAME on the Hub
+    private: Optional[bool] = True  # visibility of a new repository (an existing one keeps its own)
+    revision: str = "main"  # branch committed to; created from main when missing
+    commit_message: Optional[str] = None
+    refresh_card: bool = True  # rewrite README.md (latest scores, usage code naming repo_id) before uploading
+    dry_run: bool = False  # card and checks only: nothing is sent
+
+
 def register_configs() -> None:
     """Register the schema and the ``${asset:NAME}`` resolver (idempotent)."""
     from trainer.assets import asset
@@ -314,6 +328,7 @@ def register_configs() -> None:
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(group="eval/task", name="task_schema", node=EvalTaskConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="push_schema", node=PushConfig)
 
 
 def _conf_dir() -> Path:

@@ -9,7 +9,7 @@ Layout: ``<root>/<key>/meta.json`` plus ``chunk-<n>.npz`` files, each holding ``
 ``EncoderSpec`` (its prompt, max length, pooling...), the side, the task and the autocast dtype (``precision``),
 so a changed model or prompt never reads stale vectors, while a new query prompt keeps the (expensive) passage cache.
 Chunks are written to a temporary file and renamed, one by one, so a run killed halfway resumes after the last
-complete chunk. Under
+complete chunk; a chunk damaged on disk is reported with its path, set aside and its texts encoded again. Under
 several processes each rank encodes a contiguous shard of every chunk, the shards are gathered so every rank holds
 the same array, and only rank 0 writes.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +31,7 @@ from trainer.distributed import gather_no_grad, world
 from trainer.models.encoder import Encoder
 
 CACHE_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 class EmbeddingError(ValueError):
@@ -139,6 +141,7 @@ class EmbeddingCache:
                          "autocast": str(autocast_dtype(encoder.device, precision))}
         self.key = stable_hash({k: v for k, v in self.settings.items() if k != "source"})[:24]
         self.dir = Path(root) / self.key
+        self.dim = encoder.dim
         self._ids = np.zeros(0, dtype=np.int64)  # sorted
         self._emb: Optional[np.ndarray] = None
         self._loaded: set[str] = set()
@@ -152,13 +155,35 @@ class EmbeddingCache:
             return
         ids, embs = [self._ids], [] if self._emb is None else [self._emb]
         for path in new:
-            with np.load(path) as z:
-                ids.append(z["ids"])
-                embs.append(z["emb"])
             self._loaded.add(path.name)
+            chunk = self._read_chunk(path)
+            if chunk is not None:
+                ids.append(chunk[0])
+                embs.append(chunk[1])
+        if not embs:
+            return
         all_ids, all_emb = np.concatenate(ids), np.concatenate(embs)
         all_ids, first = np.unique(all_ids, return_index=True)  # sorted, one row per text
         self._ids, self._emb = all_ids, np.ascontiguousarray(all_emb[first])
+
+    def _read_chunk(self, path: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """(ids (N,), embeddings (N, D)) of one chunk; None for a damaged one, which is reported and set aside
+        (rank 0 renames it ``*.npz.corrupt``), so its texts count as missing and are encoded again."""
+        try:
+            with np.load(path) as z:
+                ids, emb = z["ids"], z["emb"]
+            if ids.ndim != 1 or emb.shape != (len(ids), self.dim):
+                raise ValueError(f"ids {ids.shape} and embeddings {emb.shape} do not fit dim {self.dim}")
+        except Exception as err:  # noqa: BLE001 - any unreadable chunk: bad zip, truncated, wrong arrays
+            log.warning("%s: corrupt embedding cache chunk (%s: %s): set aside, its texts are encoded again",
+                        path, type(err).__name__, err)
+            if world()[0] == 0:
+                try:
+                    os.replace(path, path.with_name(path.name + ".corrupt"))
+                except OSError:
+                    pass  # already set aside by another process
+            return None
+        return ids, emb
 
     def lookup(self, texts: list[str], instructions: Optional[Sequence[Optional[str]]] = None,
                ) -> tuple[np.ndarray, np.ndarray]:

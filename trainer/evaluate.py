@@ -7,10 +7,12 @@
     python -m trainer.evaluate checkpoint=PATH eval=news eval.batch_size=128       # another task set
 
 Results: ``<run>/eval/<checkpoint>/<task>.json`` (MTEB results layout), ``<run>/eval/leaderboard.{csv,md}``,
-``<run>/eval/plots/<task>.png``. Returns the main metric (``eval.metric`` or the first task's main score).
+``<run>/eval/plots/<task>.png``. Returns the main metric (``eval.metric`` or the first task's main score); exits 1
+when a task failed (after writing every result). A second ``run_dir=`` run evaluates only what is missing, failed or changed.
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import hydra
@@ -23,9 +25,13 @@ register_configs()
 
 @hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
-    from trainer.evaluation.watcher import run_from_config  # heavy imports after Hydra parsed the command line
+    from trainer.evaluation.watcher import TasksFailed, run_from_config  # heavy imports after Hydra parsed it
 
-    return run_from_config(cfg)
+    try:
+        return run_from_config(cfg)
+    except TasksFailed as err:  # every result is written; the exit status says some failed
+        print(f"[eval] {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainer.optional import require
 from trainer.run import RunDir
 
 
@@ -17,8 +18,7 @@ class MetricsLogger:
         self.run = run
         self.wandb: Optional[Any] = None
         if run.is_main and cfg.kind == "wandb" and cfg.mode != "disabled":
-            import wandb
-
+            wandb = require("wandb", "logger=wandb", "wandb")  # an optional dependency
             os.environ.setdefault("WANDB_DIR", str(run.root))
             self.wandb = wandb.init(project=cfg.project, mode=cfg.mode, dir=str(run.root), name=run.root.name,
                                     tags=list(cfg.tags), config=OmegaConf.to_container(full_config, resolve=True))

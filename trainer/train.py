@@ -21,9 +21,11 @@ register_configs()
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
-    from trainer.loop import train  # heavy imports after Hydra has parsed the command line
+    from trainer.evaluation.tasks import check_task_names  # heavy imports after Hydra has parsed the command line
+    from trainer.loop import train
     from trainer.sweep import run_trial  # multirun: trial.json per run, a failed trial does not end the sweep
 
+    check_task_names(cfg.eval.tasks)  # before any work: each name is a result file's name
     return run_trial(cfg, train)
 
 

@@ -4,7 +4,8 @@ listwise distillation -> before/after eval in-domain and on a general task -> op
     python -m trainer.domain experiment=domain_adapt domain.text_dir=runs/healthtweets-text
 
 Writes into the run dir, beside the usual training files:
-    domain_data/{pairs.jsonl, train.mined.jsonl, mine_report.json, in-domain-dev/, in-domain-test/}
+    domain_data/{corpus_report.json, pairs.jsonl, train.mined.jsonl, mine_report.json, in-domain-dev/,
+                 in-domain-test/}
     merged/ (the merged checkpoint, when merging), domain_report.json, domain_report.md
 The in-domain test and dev sets are pseudo-queries over documents held out from training.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,8 +21,9 @@ from accelerate import PartialState
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainer.config import EvalTaskConfig
-from trainer.domain.corpus import read_documents
+from trainer.domain.corpus import CorpusReport, read_documents
 from trainer.domain.pseudo import make_pairs
+from trainer.evaluation.tasks import check_task_names
 from trainer.run import write_json_atomic
 
 IN_DOMAIN = "in_domain"
@@ -45,7 +48,11 @@ def write_eval_set(folder: Path, pairs: list[tuple[str, str]], docs: list[str]) 
 def prepare(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
     """Split documents (test / dev / train), write pseudo-query pairs and the two held-out eval sets."""
     d = cfg.domain
-    docs = read_documents(d.text_dir, d.unit, d.min_words, d.strip_urls, d.max_docs, d.seed)
+    corpus = CorpusReport()
+    docs = read_documents(d.text_dir, d.unit, d.min_words, d.strip_urls, d.max_docs, d.seed, report=corpus)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(data_dir / "corpus_report.json", asdict(corpus))  # what was read, what skipped and why
+    print(f"domain text: {corpus.summary()}")
     min_train = 2 * cfg.train.batch_size
     if len(docs) < d.test_docs + d.dev_docs + min_train:
         raise ValueError(f"domain.text_dir={d.text_dir}: {len(docs)} documents, fewer than domain.test_docs "
@@ -115,6 +122,7 @@ def run_domain(cfg: DictConfig) -> Optional[float]:
     if cfg.get("domain") is None:
         raise ValueError("domain: not configured; run python -m trainer.domain experiment=domain_adapt "
                          "domain.text_dir=<folder of text files>")
+    check_task_names([*cfg.eval.tasks, {"name": IN_DOMAIN}])  # before any work: each name is a result file's name
     state = PartialState()
     data_dir = Path(cfg.run_dir) / "domain_data"
     report: dict[str, Any] = {}
@@ -158,6 +166,8 @@ def finish(cfg: DictConfig, report: dict[str, Any]) -> float:
     report.setdefault("data", json.loads((data_dir / "prepare_report.json").read_text())
                       if (data_dir / "prepare_report.json").exists() else None)
     report.setdefault("mining", json.loads((data_dir / "mine_report.json").read_text()))
+    if (data_dir / "corpus_report.json").exists():
+        report.setdefault("corpus", json.loads((data_dir / "corpus_report.json").read_text()))
     write_json_atomic(run_dir / "domain_report.json", report)
     table = report_markdown(report)
     (run_dir / "domain_report.md").write_text(table)

@@ -41,7 +41,9 @@ def collect(run_root: str | Path) -> list[dict[str, Any]]:
                 continue
             record = json.loads(path.read_text())
             splits = [s for s in record.get("scores", {}).values() if s]
-            row[record["task_name"]] = float(splits[0][0]["main_score"]) if splits else None
+            # The file's name, not record["task_name"]: a plain file name even in results written before task
+            # names were checked, so plotting never meets a "/".
+            row[path.stem] = float(splits[0][0]["main_score"]) if splits else None
         rows.append(row)
     return sorted(rows, key=lambda r: (r["run"], r["step"] if r["step"] is not None else -1, r["checkpoint"]))
 
@@ -134,8 +136,9 @@ class WandbSink:
     def __init__(self, cfg: Any, run_root: Optional[Path]) -> None:
         self.run = None
         if cfg is not None and cfg.kind == "wandb" and cfg.mode != "disabled":
-            import wandb
+            from trainer.optional import require
 
+            wandb = require("wandb", "logger=wandb", "wandb")  # an optional dependency
             root = Path(run_root) if run_root is not None else Path(".")
             (root / "eval").mkdir(parents=True, exist_ok=True)
             self.run = wandb.init(project=cfg.project, mode=cfg.mode, dir=str(root / "eval"),

@@ -11,8 +11,6 @@ error there and the next task runs); ``model_meta.json`` describes the checkpoin
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 import time
 import traceback
 from pathlib import Path
@@ -26,8 +24,9 @@ from trainer.distributed import world
 from trainer.encoding import encode_cached
 from trainer.evaluation import metrics
 from trainer.evaluation.retrieval import RetrievalData, evaluate_retrieval
-from trainer.evaluation.tasks import LabelledData, PairData, RerankingData, TaskData, fingerprint, load_task
-from trainer.models.encoder import METADATA_FILE, Encoder
+from trainer.evaluation.tasks import (LabelledData, PairData, RerankingData, TaskData, check_task_names, fingerprint,
+                                     load_task, task_fingerprint)
+from trainer.models.encoder import METADATA_FILE, Encoder, load_metadata
 from trainer.run import STEP_DIR, write_json_atomic
 
 Log = Callable[[str], None]
@@ -47,12 +46,12 @@ def load_checkpoint(path: str | Path, device: str = "auto", allow_no_metadata: b
                     ) -> tuple[Encoder, dict[str, Any]]:
     """The encoder as its ``embedstill.json`` describes it (spec=None reads it), on ``device``, in eval mode."""
     path = Path(path)
-    meta_file = path / METADATA_FILE
-    if not meta_file.exists() and not allow_no_metadata:
+    meta = load_metadata(path)
+    if meta is None and not allow_no_metadata:
         raise FileNotFoundError(f"{path}: no {METADATA_FILE}, so the prompts, pooling, normalisation and max lengths "
                                 "it was trained with are unknown; pass allow_no_metadata=true to use the defaults "
                                 "(mean pooling, normalised, no prompts)")
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    meta = meta or {}
     encoder = Encoder.from_pretrained(str(path))
     encoder.to(pick_device(device)).eval()
     return encoder, meta
@@ -149,10 +148,6 @@ def as_dict(task: Mapping[str, Any]) -> dict[str, Any]:
     return dict(task)
 
 
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-
-
 def checkpoint_step(path: Path, meta: Mapping[str, Any]) -> Optional[int]:
     if isinstance(meta.get("step"), int):
         return meta["step"]
@@ -168,8 +163,9 @@ def model_info(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def result_record(task: Mapping[str, Any], model: dict[str, Any], scores: Optional[dict[str, float]],
-                  seconds: float, error: Optional[str], prompts: dict[str, Any]) -> dict[str, Any]:
-    """One task's result in the MTEB results layout, plus our own block under ``embedstill``."""
+                  seconds: float, error: Optional[str], prompts: dict[str, Any], retry: bool = True) -> dict[str, Any]:
+    """One task's result in the MTEB results layout, plus our own block under ``embedstill`` (``retry``: whether a
+    failure may pass on a later run with the same task and data; a task that could not read them will not)."""
     main = main_score_name(task)
     split_scores = [] if scores is None else [{"hf_subset": "default", "languages": ["eng-Latn"],
                                                "main_score": scores[main], **scores}]
@@ -180,8 +176,14 @@ def result_record(task: Mapping[str, Any], model: dict[str, Any], scores: Option
     return {"dataset_revision": revision, "task_name": task["name"], "mteb_version": None,
             "scores": {task.get("split", "test"): split_scores}, "evaluation_time": seconds,
             "kg_co2_emissions": None,
-            "embedstill": {"status": "ok" if error is None else "failed", "error": error, "kind": task["kind"],
+            "embedstill": {"status": "ok" if error is None else "failed", "error": error, "retry": retry,
+                           "task_fingerprint": task_fingerprint(task), "kind": task["kind"],
                            "main_score_name": main, "path": str(task["path"]), "prompts": prompts, "model": model}}
+
+
+def result_file(out_dir: Path, task_name: str) -> Path:
+    """``<out_dir>/<task>.json``: task names are plain file names (``check_task_names``), one file each."""
+    return Path(out_dir) / f"{task_name}.json"
 
 
 def evaluate_checkpoint(checkpoint: str | Path, tasks: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
@@ -189,11 +191,12 @@ def evaluate_checkpoint(checkpoint: str | Path, tasks: Sequence[Mapping[str, Any
                         log: Log = print) -> dict[str, dict[str, Any]]:
     """Evaluate every task; returns ``{task name: result record}`` and (rank 0) writes them under ``out_dir``.
 
-    Loading errors (a checkpoint deleted while read included) and ``PromptMismatch`` propagate; any other error
-    inside a task is recorded in that task's JSON and the next task runs.
+    Bad task names, loading errors (a checkpoint deleted while read included) and ``PromptMismatch`` propagate;
+    any other error inside a task is recorded in that task's JSON and the next task runs.
     """
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     tasks = [as_dict(t) for t in tasks]
+    check_task_names(tasks)
     is_main = world()[0] == 0
     encoder, meta = load_checkpoint(checkpoint, device, allow_no_metadata)
     plans = [(task, *task_prompts(encoder, task, str(checkpoint))) for task in tasks]  # refuse before any work
@@ -208,25 +211,39 @@ def evaluate_checkpoint(checkpoint: str | Path, tasks: Sequence[Mapping[str, Any
         prompts = {"query_prefix": spec_prompts.query_prefix, "passage_prefix": spec_prompts.passage_prefix,
                    "instruction": instruction or spec_prompts.instruction_for(task.get("task")),
                    "side": task.get("side", "query"), "override": task_encoder is not encoder}
-        scores, error = None, None
-        try:
-            data = load_task(task)
-            embed = Embedder(task_encoder, task.get("task"), instruction, out_dir / "cache", batch_size)
-            scores = score_task(task, data, embed)
-            if main_score_name(task) not in scores:
-                raise KeyError(f"main_score {main_score_name(task)!r} is not a {task['kind']} score "
-                               f"(one of {sorted(scores)})")
-        except Exception as err:  # noqa: BLE001 - a failed task is recorded and the next one runs
-            scores, error = None, f"{type(err).__name__}: {err}"
-            log(f"[eval] {checkpoint.name} {task['name']}: FAILED {error}\n{traceback.format_exc(limit=3)}")
-        record = result_record(task, model, scores, time.perf_counter() - started, error, prompts)
+        embed = Embedder(task_encoder, task.get("task"), instruction, out_dir / "cache", batch_size)
+        scores, error, retry = run_task(task, embed, log, f"{checkpoint.name} {task['name']}")
+        record = result_record(task, model, scores, time.perf_counter() - started, error, prompts, retry)
         results[task["name"]] = record
         if is_main:
-            write_json_atomic(out_dir / f"{safe_name(task['name'])}.json", record)
+            write_json_atomic(result_file(out_dir, task["name"]), record)
         if scores is not None:
             log(f"[eval] {checkpoint.name} {task['name']}: {main_score_name(task)}={scores[main_score_name(task)]:.4f} "
                 f"({record['evaluation_time']:.1f}s)")
     return results
+
+
+def run_task(task: Mapping[str, Any], embed: Embedder, log: Log, where: str,
+             ) -> tuple[Optional[dict[str, float]], Optional[str], bool]:
+    """(scores, error, retry) of one task; a failure is logged as ``[eval] <where>: FAILED ...``.
+
+    An error reading the task's data or settings recurs until they change (retry False); one while encoding or
+    scoring may not (retry True).
+    """
+    stage = "data"
+    try:
+        data = load_task(task)
+        stage = "score"
+        scores = score_task(task, data, embed)
+        stage = "settings"
+        if main_score_name(task) not in scores:
+            raise KeyError(f"main_score {main_score_name(task)!r} is not a {task['kind']} score "
+                           f"(one of {sorted(scores)})")
+    except Exception as err:  # noqa: BLE001 - a failed task is recorded and the next one runs
+        error = f"{type(err).__name__}: {err}"
+        log(f"[eval] {where}: FAILED {error}\n{traceback.format_exc(limit=3)}")
+        return None, error, stage == "score"
+    return scores, None, True
 
 
 def main_scores(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

@@ -4,8 +4,8 @@
     python -m trainer.evaluate checkpoint=PATH eval=suite
 
 One JSONL file per task (retrieval uses a BEIR folder instead). A row's optional ``split`` field selects
-the rows of ``task.split`` (classification also reads ``task.train_split`` to fit its classifier); a file
-without ``split`` fields is one split.
+the rows of ``task.split``; a file without ``split`` fields is one split. Classification needs a ``split`` on
+every row: it fits on the ``task.train_split`` rows and scores the ``task.split`` rows, never the same ones.
 
 | kind                | row                                                              |
 |---------------------|------------------------------------------------------------------|
@@ -19,13 +19,15 @@ without ``split`` fields is one split.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
+from trainer.encoding import stable_hash
 from trainer.evaluation.retrieval import RetrievalData, load_beir
+from trainer.io import read_jsonl
 
 KINDS = ("retrieval", "sts", "classification", "clustering", "pair_classification", "reranking")
 
@@ -64,18 +66,10 @@ class TaskFileError(ValueError):
 def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: task file missing (bundled tasks: python data/prepare_eval.py)")
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TaskFileError(f"{path}:{line_no}: row: invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise TaskFileError(f"{path}:{line_no}: row: expected a JSON object")
-            rows.append((line_no, row))
+    rows = list(read_jsonl(path, TaskFileError))
+    bad = next((n for n, row in rows if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise TaskFileError(f"{path}:{bad}: row: expected a JSON object")
     return rows
 
 
@@ -111,19 +105,36 @@ def _select(rows: list[tuple[int, dict[str, Any]]], split: str) -> list[tuple[in
     return [(n, r) for n, r in rows if r.get("split", split) == split]
 
 
+def _classification_splits(path: Path, rows: list[tuple[int, dict[str, Any]]], split: str, train_split: str,
+                           ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+    """(scored rows, fitting rows): disjoint, so the classifier is never scored on the rows it was fitted on."""
+    if split == train_split:
+        raise TaskFileError(f"{path}: split and train_split are both {split!r}: the classifier would be scored on "
+                            "the rows it was fitted on; give the task a train_split different from its split")
+    unmarked = next((n for n, r in rows if "split" not in r), None)
+    if unmarked is not None:
+        raise TaskFileError(f"{path}:{unmarked}: split: missing; a classification file marks every row "
+                            f"{train_split!r} (fits the classifier) or {split!r} (scores it), else a row would be "
+                            "in both")
+    train = [(n, r) for n, r in rows if r["split"] == train_split]
+    if not train:
+        raise TaskFileError(f"{path}: no rows with split={train_split!r} to fit the classifier")
+    return [(n, r) for n, r in rows if r["split"] == split], train
+
+
 def load_task(cfg: Mapping[str, Any]) -> TaskData:
-    """Read the data of one ``EvalTaskConfig`` (its ``kind``, ``path``, ``split``, ``max_queries``)."""
+    """Read the data of one ``EvalTaskConfig`` (its ``kind``, ``path``, ``split``, ``max_queries``; retrieval also
+    ``ignore_identical_ids``)."""
     kind, path, split = cfg["kind"], Path(cfg["path"]), cfg.get("split", "test")
     limit: Optional[int] = cfg.get("max_queries")
     if kind not in KINDS:
         raise ValueError(f"eval task {cfg.get('name')}: kind must be one of {KINDS}, got {kind!r}")
     if kind == "retrieval":
-        return load_beir(path, split, limit)
-    rows = _select(_rows(path), split)
+        return load_beir(path, split, limit, bool(cfg.get("ignore_identical_ids", False)))
     if kind == "classification":
-        train = _select(_rows(path), cfg.get("train_split", "train"))
-        if not train:
-            raise TaskFileError(f"{path}: no rows with split={cfg.get('train_split', 'train')!r} to fit the classifier")
+        rows, train = _classification_splits(path, _rows(path), split, cfg.get("train_split", "train"))
+    else:
+        rows = _select(_rows(path), split)
     rows = rows[:limit] if limit else rows
     if not rows:
         raise TaskFileError(f"{path}: no rows for split {split!r}")
@@ -153,14 +164,67 @@ def load_task(cfg: Mapping[str, Any]) -> TaskData:
     return RerankingData(queries, candidates, relevant)
 
 
+# A task's results are <out>/<name>.json and its plot plots/<name>.png: a name is a plain file name, one per task.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+RESERVED_NAMES = ("model_meta", "run", "checkpoint", "step")  # model_meta.json beside results; leaderboard columns
+
+
+def check_task_names(tasks: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a task name that is no plain file name, is reserved, or is another task's name (ignoring case, as
+    some file systems do: one name, one file)."""
+    seen: dict[str, str] = {}
+    for task in tasks:
+        name = task.get("name")
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+            raise ValueError(f"eval task {name!r}: name: use letters, digits, '.', '_' and '-' (first a letter or "
+                             "digit, at most 100): it names the task's result file <name>.json and plot <name>.png")
+        if name.lower() in RESERVED_NAMES:
+            raise ValueError(f"eval task {name!r}: name: reserved ({', '.join(RESERVED_NAMES)}): pick another")
+        if name.lower() in seen:
+            raise ValueError(f"eval task {name!r}: name: task {seen[name.lower()]!r} has it too (ignoring case): "
+                             "each task needs its own name")
+        seen[name.lower()] = name
+
+
+def check_task_paths(tasks: Sequence[Mapping[str, Any]]) -> None:
+    """Every task's ``path`` exists (checked before a run is watched, so a typo stops it at once)."""
+    missing = [f"eval task {t['name']!r}: path={t['path']}: no such file or folder" for t in tasks
+               if not Path(t["path"]).exists()]
+    if missing:
+        raise FileNotFoundError("; ".join(missing) + " (bundled tasks: python data/prepare_eval.py)")
+
+
+def task_fingerprint(task: Mapping[str, Any]) -> str:
+    """What a task's result depends on: its settings and its data's ``fingerprint`` (None while the path is missing).
+
+    Unset settings (None, False) are left out, so a new option that is off by default keeps earlier results valid.
+    """
+    settings = {k: v for k, v in task.items() if v is not None and v is not False}
+    try:
+        data: Optional[str] = fingerprint(task["path"])
+    except OSError:
+        data = None
+    return stable_hash({"task": settings, "data": data})[:16]
+
+
+_FINGERPRINTS: dict[tuple[Any, ...], str] = {}  # (path, each file's size and mtime) -> fingerprint
+
+
 def fingerprint(path: str | Path) -> str:
-    """sha256 (16 hex) of a task file, or of every file in a BEIR folder: the result's ``dataset_revision``."""
+    """sha256 (16 hex) of a task file, or of every file in a BEIR folder: the result's ``dataset_revision``.
+
+    Remembered per (file, size, mtime) in this process: a watcher asks for it at every poll.
+    """
     path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stamp = (str(path.resolve()), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if stamp in _FINGERPRINTS:
+        return _FINGERPRINTS[stamp]
     h = hashlib.sha256()
     for f in files:
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         with open(f, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 h.update(block)
-    return h.hexdigest()[:16]
+    _FINGERPRINTS[stamp] = h.hexdigest()[:16]
+    return _FINGERPRINTS[stamp]

@@ -1,13 +1,17 @@
-"""Follow a run: evaluate each complete checkpoint once, as it lands, until the run is done.
+"""Follow a run: evaluate what each complete checkpoint still needs, as it lands, until the run is done.
 
     python -m trainer.evaluate run_dir=runs/demo watch=true     # beside training (the way for multi-GPU runs)
     python -m trainer.evaluate run_dir=runs/demo                # every complete checkpoint now, then stop
 
 Polls ``<run>/checkpoints/step-*`` (``RunDir.step_dirs``: complete folders only, ``.tmp-*`` is ignored) and
 stops when ``<run>/DONE.json`` exists and every checkpoint is evaluated, or after ``idle_timeout_seconds``
-without a new checkpoint. ``<run>/eval/state.json`` records each checkpoint's outcome (done, vanished, failed),
-so a checkpoint is never evaluated twice and a stopped watcher resumes where it left off. A checkpoint deleted
-while it is read (rotation) is recorded as vanished; a failed task is recorded in its JSON and the rest go on.
+without a new checkpoint. ``<run>/eval/state.json`` keeps each checkpoint's outcome (done, vanished, failed) and
+each task's result with its ``task_fingerprint`` (task settings + data): a run evaluates exactly the tasks with
+no result, a changed task or data file, or a failure that may pass on a retry (not one reading the task's data,
+which recurs until the data or settings change). Each checkpoint is tried once per run, so a stopped watcher
+resumes where it left off. A checkpoint deleted while it is read (rotation) is recorded as vanished; a failed task
+is recorded in its JSON and the rest go on. The CLI checks task names and paths before watching and exits
+non-zero when a configured task's result is a failure.
 """
 from __future__ import annotations
 
@@ -19,14 +23,20 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from trainer.distributed import world
 from trainer.evaluation.leaderboard import WandbSink, update_run_reports
-from trainer.evaluation.runner import (Log, PromptMismatch, all_scores, checkpoint_step, evaluate_checkpoint,
-                                       main_score_name, main_scores)
+from trainer.evaluation.runner import (Log, PromptMismatch, all_scores, as_dict, checkpoint_step,
+                                       evaluate_checkpoint, main_score_name, main_scores)
+from trainer.evaluation.tasks import check_task_names, check_task_paths, task_fingerprint
 from trainer.models.encoder import METADATA_FILE
 from trainer.run import RunDir, write_json_atomic
 
 
 class EvalState:
-    """``<run>/eval/state.json``: ``{"checkpoints": {name: {"status": done|vanished|failed, ...}}}``."""
+    """``<run>/eval/state.json``: ``{"checkpoints": {name: {"status": done|vanished|failed, "tasks": {task:
+    {"fingerprint", "status": ok|failed, "retry", "main_score"}}, ...}}}``.
+
+    A task result holds for its ``task_fingerprint`` (task settings + data); a checkpoint needs the configured tasks
+    that have no result, a failed one that may pass on a retry, or a result for other settings or data.
+    """
 
     def __init__(self, eval_dir: Path) -> None:
         self.path = Path(eval_dir) / "state.json"
@@ -34,8 +44,44 @@ class EvalState:
         if self.path.exists():
             self.data = json.loads(self.path.read_text())
 
-    def seen(self, name: str) -> bool:
-        return name in self.data["checkpoints"]
+    def pending(self, name: str, tasks: Sequence[Mapping[str, Any]],
+                fingerprints: Mapping[str, str]) -> list[Mapping[str, Any]]:
+        """The tasks ``name`` still needs (``fingerprints``: task name -> ``task_fingerprint``)."""
+        done = self.data["checkpoints"].get(name, {}).get("tasks", {})
+
+        def needed(task: Mapping[str, Any]) -> bool:
+            entry = done.get(task["name"])
+            return (entry is None or entry["fingerprint"] != fingerprints[task["name"]]
+                    or (entry["status"] != "ok" and entry.get("retry", True)))
+
+        return [task for task in tasks if needed(task)]
+
+    def failures(self, names: Sequence[str], tasks: Sequence[Mapping[str, Any]],
+                 fingerprints: Mapping[str, str]) -> list[str]:
+        """``"<checkpoint> <task>: <error>"`` of each configured task whose current result for these checkpoints
+        failed, and ``"<checkpoint>: <error>"`` of each of them that could not be loaded."""
+        out = []
+        for name in names:
+            entry = self.data["checkpoints"].get(name, {})
+            if entry.get("status") == "failed":
+                out.append(f"{name}: {entry.get('error')}")
+            done = entry.get("tasks", {})
+            out += [f"{name} {t['name']}: {done[t['name']].get('error')}" for t in tasks
+                    if done.get(t["name"], {}).get("status") == "failed"
+                    and done[t["name"]]["fingerprint"] == fingerprints[t["name"]]]
+        return out
+
+    def record(self, name: str, results: Mapping[str, Mapping[str, Any]], step: Optional[int]) -> None:
+        """Merge newly evaluated task results into the checkpoint's entry and mark it done."""
+        tasks = dict(self.data["checkpoints"].get(name, {}).get("tasks", {}))
+        for task, r in results.items():
+            info = r["embedstill"]
+            scores = main_scores({task: r})
+            tasks[task] = {"fingerprint": info["task_fingerprint"], "status": info["status"], "error": info["error"],
+                           "retry": info["retry"], "main_score": next(iter(scores.items()), None)}
+        self.mark(name, "done", step=step, tasks=tasks,
+                  failed_tasks=sorted(t for t, e in tasks.items() if e["status"] != "ok"),
+                  scores={e["main_score"][0]: e["main_score"][1] for e in tasks.values() if e["main_score"]})
 
     def mark(self, name: str, status: str, **info: Any) -> None:
         self.data["checkpoints"][name] = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
@@ -48,20 +94,27 @@ def _gone(checkpoint: Path) -> bool:
     return not (checkpoint / METADATA_FILE).exists() or not any(checkpoint.glob("*.safetensors"))
 
 
+def fingerprints_of(tasks: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Task name -> ``task_fingerprint`` (file hashes are remembered per size and mtime, so polling is cheap)."""
+    return {t["name"]: task_fingerprint(t) for t in tasks}
+
+
 def evaluate_saved(run_root: str | Path, checkpoint: str | Path, tasks: Sequence[Mapping[str, Any]], *,
                    batch_size: int = 64, device: str = "auto", log: Log = print,
                    sink: Optional[WandbSink] = None) -> Optional[dict[str, dict[str, Any]]]:
-    """Evaluate one checkpoint of a run unless ``state.json`` already records it; update the run's reports.
+    """Evaluate the tasks one checkpoint of a run still needs (``EvalState.pending``); update the run's reports.
 
-    Returns the task results, or None when skipped, vanished or unreadable. ``PromptMismatch`` propagates:
-    it is a configuration error that every checkpoint would hit.
+    Returns the results of the tasks evaluated now, or None when nothing was needed or the checkpoint vanished or
+    could not be read. ``PromptMismatch`` propagates: it is a configuration error that every checkpoint would hit.
     """
     run_root, checkpoint = Path(run_root), Path(checkpoint)
+    tasks = [as_dict(t) for t in tasks]
     state = EvalState(run_root / "eval")
-    if state.seen(checkpoint.name):
+    todo = state.pending(checkpoint.name, tasks, fingerprints_of(tasks))
+    if not todo:
         return None
     try:
-        results = evaluate_checkpoint(checkpoint, tasks, run_root / "eval" / checkpoint.name, batch_size=batch_size,
+        results = evaluate_checkpoint(checkpoint, todo, run_root / "eval" / checkpoint.name, batch_size=batch_size,
                                       device=device, log=log)
     except PromptMismatch:
         raise
@@ -70,9 +123,8 @@ def evaluate_saved(run_root: str | Path, checkpoint: str | Path, tasks: Sequence
         log(f"[eval] {checkpoint.name}: {status} while loading ({type(err).__name__}: {err})")
         state.mark(checkpoint.name, status, error=f"{type(err).__name__}: {err}")
         return None
-    failed = [name for name, r in results.items() if r["embedstill"]["status"] != "ok"]
     step = next(iter(results.values()))["embedstill"]["model"]["step"] if results else checkpoint_step(checkpoint, {})
-    state.mark(checkpoint.name, "done", step=step, failed_tasks=failed, scores=main_scores(results))
+    state.record(checkpoint.name, results, step)
     update_run_reports(run_root)
     if sink is not None:
         sink.log(step, all_scores(results))
@@ -107,20 +159,26 @@ def watch_run(run_root: str | Path, tasks: Sequence[Mapping[str, Any]], *, watch
               poll_seconds: float = 10.0, idle_timeout_seconds: float = 3600.0, batch_size: int = 64,
               device: str = "auto", log: Log = print, sink: Optional[WandbSink] = None,
               sleep: Callable[[float], None] = time.sleep) -> dict[str, dict[str, dict[str, Any]]]:
-    """Evaluate every new complete checkpoint of ``run_root``; with ``watch`` keep polling until done or idle.
+    """Evaluate what every complete checkpoint of ``run_root`` still needs; with ``watch`` keep polling until done
+    or idle. Each checkpoint is tried at most once per call (a failure is retried by the next call).
 
     Returns ``{checkpoint name: task results}`` for the checkpoints evaluated by this call.
     """
     run_root = Path(run_root)
+    tasks = [as_dict(t) for t in tasks]
+    check_task_names(tasks)
     run = RunDir(run_root)
     evaluated: dict[str, dict[str, dict[str, Any]]] = {}
+    tried: set[str] = set()
     last_new = time.monotonic()
     with WatcherLock(run_root / "eval"):
         while True:
             done = (run_root / "DONE.json").exists()  # read before listing: the final checkpoint precedes it
-            state = EvalState(run_root / "eval")
-            pending = [p for p in run.step_dirs(run.checkpoints) if not state.seen(p.name)]
+            state, fingerprints = EvalState(run_root / "eval"), fingerprints_of(tasks)
+            pending = [p for p in run.step_dirs(run.checkpoints)
+                       if p.name not in tried and state.pending(p.name, tasks, fingerprints)]
             for checkpoint in pending:
+                tried.add(checkpoint.name)
                 results = evaluate_saved(run_root, checkpoint, tasks, batch_size=batch_size, device=device,
                                          log=log, sink=sink)
                 if results is not None:
@@ -156,10 +214,15 @@ def init_distributed(device: str) -> tuple[str, bool]:
     return device, world()[0] == 0
 
 
-def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
-    """``python -m trainer.evaluate``: dispatch on checkpoint= / run_dir= (watch=) / runs=; returns the main metric."""
-    from omegaconf import OmegaConf
+class TasksFailed(RuntimeError):
+    """Some eval tasks failed (their results, with the errors, are written); the CLI exits non-zero."""
 
+
+def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
+    """``python -m trainer.evaluate``: dispatch on checkpoint= / run_dir= (watch=) / runs=; returns the main metric.
+
+    Raises ``TasksFailed`` after writing every result when a configured task's result is a failure.
+    """
     from trainer.evaluation.leaderboard import compare_runs
 
     if cfg.runs:
@@ -170,43 +233,63 @@ def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
     if bool(cfg.checkpoint) == bool(cfg.run_dir):
         raise ValueError("give exactly one of checkpoint=PATH or run_dir=PATH (watch=true to follow a run), "
                          "or runs=[RUN,...] for a leaderboard across runs")
-    tasks = [OmegaConf.to_container(t, resolve=True) for t in cfg.eval.tasks]
+    tasks = [as_dict(t) for t in cfg.eval.tasks]
     if not tasks:
         raise ValueError("no eval tasks configured: pick a task set, e.g. eval=suite or eval=news")
+    check_task_names(tasks)
+    check_task_paths(tasks)  # before any checkpoint is loaded or a run watched
     device, is_main = init_distributed(cfg.device)
     if cfg.checkpoint:
-        checkpoint = Path(cfg.checkpoint)
-        if not checkpoint.is_dir():
-            raise FileNotFoundError(f"checkpoint={checkpoint}: not a folder")
-        run_root = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
-        default = run_root / "eval" / checkpoint.name if run_root else checkpoint.with_name(checkpoint.name + "-eval")
-        out = Path(cfg.out_dir) if cfg.out_dir else default
-        sink = WandbSink(cfg.logger if is_main else None, run_root)
-        results = evaluate_checkpoint(checkpoint, tasks, out, batch_size=cfg.eval.batch_size, device=device,
-                                      allow_no_metadata=cfg.allow_no_metadata, log=log)
-        if run_root is not None and out == default and is_main:
-            EvalState(run_root / "eval").mark(checkpoint.name, "done", scores=main_scores(results),
-                                              failed_tasks=[n for n, r in results.items()
-                                                            if r["embedstill"]["status"] != "ok"])
-            update_run_reports(run_root)
-        sink.log(next(iter(results.values()))["embedstill"]["model"]["step"], all_scores(results))
-        sink.finish()
-        log(f"[eval] results in {out}")
+        results, failed = evaluate_one(cfg, tasks, device, is_main, log)
     else:
-        run_root = Path(cfg.run_dir)
-        if world()[1] > 1:
-            raise ValueError("run_dir= (the watcher) runs as one process; launch several processes only with "
-                             "checkpoint= (each large task's encoding is then sharded over them)")
-        if not run_root.is_dir():
-            raise FileNotFoundError(f"run_dir={run_root}: not a folder")
-        sink = WandbSink(cfg.logger, run_root)
-        by_checkpoint = watch_run(run_root, tasks, watch=cfg.watch, poll_seconds=cfg.poll_seconds,
-                                  idle_timeout_seconds=cfg.idle_timeout_seconds, batch_size=cfg.eval.batch_size,
-                                  device=cfg.device, log=log, sink=sink)
-        sink.finish()
-        log(f"[eval] evaluated {len(by_checkpoint)} checkpoints; leaderboard: {run_root / 'eval' / 'leaderboard.md'}")
-        results = by_checkpoint[list(by_checkpoint)[-1]] if by_checkpoint else {}
+        results, failed = watch_from_config(cfg, tasks, log)
+    if failed:
+        raise TasksFailed(f"{len(failed)} eval task result(s) failed: {'; '.join(failed)} (see their JSON files)")
     scores = all_scores(results)
     first = tasks[0]
     metric = cfg.eval.metric or f"{first['name']}/{main_score_name(first)}"
     return scores.get(metric)
+
+
+def evaluate_one(cfg: Any, tasks: list[dict[str, Any]], device: str, is_main: bool,
+                 log: Log) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """``checkpoint=``: every task on one checkpoint; (results, failures)."""
+    checkpoint = Path(cfg.checkpoint)
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(f"checkpoint={checkpoint}: not a folder")
+    run_root = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+    default = run_root / "eval" / checkpoint.name if run_root else checkpoint.with_name(checkpoint.name + "-eval")
+    out = Path(cfg.out_dir) if cfg.out_dir else default
+    sink = WandbSink(cfg.logger if is_main else None, run_root)
+    results = evaluate_checkpoint(checkpoint, tasks, out, batch_size=cfg.eval.batch_size, device=device,
+                                  allow_no_metadata=cfg.allow_no_metadata, log=log)
+    step = next(iter(results.values()))["embedstill"]["model"]["step"]
+    if run_root is not None and out == default and is_main:
+        EvalState(run_root / "eval").record(checkpoint.name, results, step)
+        update_run_reports(run_root)
+    sink.log(step, all_scores(results))
+    sink.finish()
+    log(f"[eval] results in {out}")
+    failed = [f"{checkpoint.name} {name}: {r['embedstill']['error']}" for name, r in results.items()
+              if r["embedstill"]["status"] != "ok"]
+    return results, failed
+
+
+def watch_from_config(cfg: Any, tasks: list[dict[str, Any]], log: Log) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """``run_dir=``: what every checkpoint still needs; (results of the last checkpoint evaluated, failures)."""
+    run_root = Path(cfg.run_dir)
+    if world()[1] > 1:
+        raise ValueError("run_dir= (the watcher) runs as one process; launch several processes only with "
+                         "checkpoint= (each large task's encoding is then sharded over them)")
+    if not run_root.is_dir():
+        raise FileNotFoundError(f"run_dir={run_root}: not a folder")
+    sink = WandbSink(cfg.logger, run_root)
+    by_checkpoint = watch_run(run_root, tasks, watch=cfg.watch, poll_seconds=cfg.poll_seconds,
+                              idle_timeout_seconds=cfg.idle_timeout_seconds, batch_size=cfg.eval.batch_size,
+                              device=cfg.device, log=log, sink=sink)
+    sink.finish()
+    log(f"[eval] evaluated {len(by_checkpoint)} checkpoints; leaderboard: {run_root / 'eval' / 'leaderboard.md'}")
+    run = RunDir(run_root)
+    names = [p.name for p in run.step_dirs(run.checkpoints)]
+    failed = EvalState(run_root / "eval").failures(names, tasks, fingerprints_of(tasks))
+    return (by_checkpoint[list(by_checkpoint)[-1]] if by_checkpoint else {}), failed

@@ -4,26 +4,22 @@
 
 Everything in the card is read from files: ``embedstill.json`` (pooling, prompts, base model, step), the run
 dir's ``config.yaml`` (training config, data) and ``eval.jsonl`` (scores before/after), and the export report
-(ONNX check, int8 quality). Missing pieces are said to be missing, never invented.
+(ONNX check, int8 quality). Missing pieces are said to be missing, never invented. The YAML block on top carries
+the Hub metadata (base model as a Hub id when known, tags), and no path of the machine that exported it is shown
+(``trainer/models/card.py`` shares the rules with the checkpoint's own card).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
-# Training-config sections shown in the card (those that are set).
-CARD_SECTIONS = ("model", "data", "loss", "teacher", "distill", "optim", "train", "domain")
+from trainer.models.card import CARD_SECTIONS, displayed, display_path, find_run_dir
+from trainer.models.provenance import model_card_metadata
 
-
-def find_run_dir(checkpoint: Path, metadata: dict[str, Any]) -> Optional[Path]:
-    """The run that wrote the checkpoint: metadata["run"], else the folder above ``checkpoints/``."""
-    candidates = [Path(metadata["run"])] if metadata.get("run") else []
-    if checkpoint.parent.name == "checkpoints":
-        candidates.append(checkpoint.parent.parent)
-    return next((c for c in candidates if (c / "config.yaml").exists()), None)
+__all__ = ["find_run_dir", "front_matter", "model_card"]
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -57,15 +53,28 @@ def _prompts(encoder: dict[str, Any]) -> list[str]:
     return lines
 
 
+def front_matter(metadata: dict[str, Any]) -> str:
+    """The Hub metadata block of an ONNX export's card."""
+    from huggingface_hub import ModelCardData
+
+    base = metadata.get("base_model")
+    license_ = model_card_metadata(base).get("license") if base else None
+    data = ModelCardData(base_model=base, license=license_, pipeline_tag="sentence-similarity",
+                         tags=["onnx", "sentence-similarity", "feature-extraction", "text-embeddings", "embedstill"])
+    return f"---\n{data.to_yaml()}\n---\n"
+
+
 def model_card(checkpoint: Path, metadata: dict[str, Any], report: dict[str, Any]) -> str:
     """The card's markdown text."""
     enc = metadata["encoder"]
     run = find_run_dir(checkpoint, metadata)
     name = checkpoint.parent.parent.name if checkpoint.parent.name == "checkpoints" else checkpoint.name
-    lines = [f"# {name} (ONNX)", "",
-             f"Text-embedding model fine-tuned with embedstill from `{metadata.get('base_model', 'unknown')}` "
-             f"({metadata.get('architecture', '?')}, {metadata.get('dim', '?')}-d), exported from `{checkpoint}` "
-             f"(step {metadata.get('step', '?')}, config hash `{metadata.get('config_hash', '?')}`).", "",
+    base = display_path(metadata.get("base_model") or metadata.get("base_model_name") or "unknown")
+    lines = [front_matter(metadata), f"# {name} (ONNX)", "",
+             f"Text-embedding model fine-tuned with embedstill from `{base}` "
+             f"({metadata.get('architecture', '?')}, {metadata.get('dim', '?')}-d), exported from checkpoint "
+             f"`{checkpoint.name}` (step {metadata.get('step', '?')}, config hash "
+             f"`{metadata.get('config_hash', '?')}`).", "",
              "## Files", "",
              "- `model.onnx`: inputs " + ", ".join(f"`{n}`" for n in report["inputs"]) +
              " (int64, batch x sequence, both dynamic); output `sentence_embedding` (batch x dim, float32)"
@@ -92,10 +101,11 @@ def model_card(checkpoint: Path, metadata: dict[str, Any], report: dict[str, Any
     else:
         config = yaml.safe_load((run / "config.yaml").read_text()) or {}
         data = config.get("data", {})
-        lines += [f"Run dir: `{run}`.", "", f"Training data: {', '.join(map(str, data.get('train_files', [])))} "
+        lines += [f"Run: `{run.resolve().name}`.", "",
+                  f"Training data: {', '.join(str(display_path(f)) for f in data.get('train_files', []))} "
                   f"({data.get('num_negatives', 0)} hard negatives per query).", "",
                   *_scores_table(_read_jsonl(run / "eval.jsonl")), "", "Training config:", "", "```yaml",
-                  yaml.safe_dump({k: config[k] for k in CARD_SECTIONS if config.get(k) is not None},
+                  yaml.safe_dump({k: displayed(config[k]) for k in CARD_SECTIONS if config.get(k) is not None},
                                  sort_keys=False).rstrip(),
                   "```"]
     lines += ["", "## Usage", "", "```python", "import onnxruntime as ort",

@@ -2,7 +2,8 @@
 
     python -m trainer.export checkpoint=runs/demo/checkpoints/step-000090 out=runs/demo/onnx
 
-Output folder (written to a temporary sibling, then renamed):
+Output folder (written to a temporary sibling, then renamed; an earlier export there is replaced, any other existing
+folder only with ``overwrite=true``, and never a folder that holds the checkpoint):
     model.onnx, model_int8.onnx (quantize=true), onnx/ with the sentence-transformers module files
     (sentence_transformers=true; see graphs.py), tokenizer files, embedstill.json, export.json (report), README.md
 """
@@ -17,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from trainer.evaluation.retrieval import evaluate_retrieval, load_beir
+from trainer.evaluation.tasks import load_task
 from trainer.exporting.card import model_card
 from trainer.exporting.graphs import MODEL, MODEL_INT8, onnx_encoder, write_graphs
 from trainer.exporting.onnx_model import OnnxEncoder
@@ -40,11 +42,33 @@ def checked_metadata(checkpoint: Path) -> dict[str, Any]:
     return metadata
 
 
+def is_export(folder: Path) -> bool:
+    """A folder this job wrote: its report and its graph are there."""
+    return (folder / "export.json").is_file() and (folder / "model.onnx").is_file()
+
+
+def check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` whose replacement loses something: the checkpoint (always), or a folder that is not an
+    earlier export (unless ``overwrite``). Runs before any work."""
+    target, source = out.resolve(), checkpoint.resolve()
+    if target == source or target in source.parents:
+        raise ValueError(f"out={out}: the folder holds the checkpoint {checkpoint}, which replacing it would delete; "
+                         f"give out a folder of its own (the default is {checkpoint}-onnx)")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={out}: is a file, not a folder: give out a folder")
+    if not out.exists() or is_export(out) or not any(out.iterdir()) or overwrite:
+        return
+    names = sorted(p.name for p in out.iterdir())
+    raise ValueError(f"out={out}: exists and is not an earlier export (it holds {', '.join(names[:5])}"
+                     f"{', ...' if len(names) > 5 else ''}), and the export replaces its out folder: give another out, "
+                     "or overwrite=true to replace it")
+
+
 def int8_quality(cfg: DictConfig, encoder: Encoder, fp32: OnnxEncoder, int8: OnnxEncoder) -> dict[str, Any]:
     """Main score of each held-out task with PyTorch, ONNX fp32 and ONNX int8."""
     quality: dict[str, Any] = {}
     for task in cfg.eval.tasks:
-        data = load_beir(task.path, task.split, task.max_queries)
+        data = load_task(task)
         scores = {name: evaluate_retrieval(model, data, cfg.eval.batch_size, task=task.task)[task.main_score]
                   for name, model in (("torch", encoder), ("onnx_fp32", fp32), ("onnx_int8", int8))}
         scores["int8_change"] = scores["onnx_int8"] - scores["onnx_fp32"]
@@ -67,6 +91,7 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
     """Export, verify, optionally quantise and score, write the card; returns the report."""
     checkpoint = Path(cfg.checkpoint)
     metadata = checked_metadata(checkpoint)
+    check_out(Path(cfg.out), checkpoint, cfg.overwrite)
     encoder = Encoder.from_pretrained(str(checkpoint)).eval()
     texts = seed_texts(cfg)
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "opset": cfg.opset}

@@ -10,6 +10,7 @@ with other rules (margins, a narrower rank window, sampling, a teacher) then cos
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -19,6 +20,9 @@ import numpy as np
 from trainer.data.schema import Example
 from trainer.encoding import stable_hash, text_keys
 from trainer.mining.config import IndexConfig
+from trainer.mining.select import QueryPositives
+
+log = logging.getLogger(__name__)
 
 
 def _digest(array: np.ndarray) -> str:
@@ -32,6 +36,7 @@ class ExampleKeys:
     query_instructed: np.ndarray  # (Q,) the query with its instruction (what the query embedding depends on)
     pos: np.ndarray  # (P,) every positive of every example, example by example
     pos_offsets: np.ndarray  # (Q + 1,) example q's positives are pos[pos_offsets[q]:pos_offsets[q + 1]]
+    group: np.ndarray  # (Q,) examples with the same query text share a group (and so their positives)
 
     @classmethod
     def of(cls, examples: Sequence[Example]) -> "ExampleKeys":
@@ -41,10 +46,15 @@ class ExampleKeys:
             [ex.query for ex in examples], instructions)
         pos = text_keys([t for ex in examples for t in ex.pos])
         offsets = np.concatenate([[0], np.cumsum([len(ex.pos) for ex in examples])])
-        return cls(query, instructed, pos, offsets)
+        return cls(query, instructed, pos, offsets, np.unique(query, return_inverse=True)[1].reshape(-1))
+
+    def positives(self) -> QueryPositives:
+        """What each example never takes as a negative: the positives of every example with its query text."""
+        return QueryPositives(self.positive_matrix(), self.group, np.repeat(self.group, np.diff(self.pos_offsets)),
+                              self.pos)
 
     def positive_matrix(self) -> np.ndarray:
-        """(Q, P) positive ids per query, padded with -2 (``trainer.mining.select.positive_matrix``)."""
+        """(Q, P) each example's own positive ids, padded with -2 (``trainer.mining.select.positive_matrix``)."""
         counts = np.diff(self.pos_offsets)
         matrix = np.full((len(counts), max(int(counts.max(initial=0)), 1)), -2, dtype=np.int64)
         rows = np.repeat(np.arange(len(counts)), counts)
@@ -69,9 +79,13 @@ def load_candidates(path: Path, k: int) -> Optional[dict[str, Any]]:
     """The stored search result cut to its first ``k`` columns; None when absent or searched less deep."""
     if not path.exists():
         return None
-    with np.load(path) as z:
-        if int(z["k"]) < k:
-            return None
-        found = {name: z[name] for name in z.files}
+    try:
+        with np.load(path) as z:
+            if int(z["k"]) < k:
+                return None
+            found = {name: z[name] for name in z.files}
+    except Exception as err:  # noqa: BLE001 - a damaged file is a cache miss: searched again and rewritten
+        log.warning("%s: corrupt stored search result (%s: %s): searching again", path, type(err).__name__, err)
+        return None
     found["scores"], found["ids"] = found["scores"][:, :k], found["ids"][:, :k]
     return found

@@ -11,7 +11,6 @@ selection with other rules costs neither encoding nor search.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from trainer.data.dataset import load_examples
 from trainer.data.schema import DataError, Example
 from trainer.distributed import world
 from trainer.encoding import EmbeddingCache, encode_cached, save_npz_atomic, text_keys
+from trainer.io import read_jsonl
 from trainer.mining.candidates import ExampleKeys, candidates_key, load_candidates
 from trainer.mining.config import IndexConfig, SelectConfig, TeacherFilterConfig
 from trainer.mining.index import build_index, search
@@ -53,20 +53,13 @@ class MineResult:
 def load_corpus(path: str | Path) -> list[str]:
     """Texts of a JSONL corpus ``{"id": ..., "text": ...}``; a bad line stops with ``path:line: field: problem``."""
     texts = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: row: invalid JSON: {err.msg} at column {err.colno}") from None
-            if not isinstance(row, dict) or "text" not in row:
-                raise DataError(f"{where}: text: missing")
-            if not isinstance(row["text"], str) or not row["text"].strip():
-                raise DataError(f"{where}: text: must be a non-empty string")
-            texts.append(row["text"])
+    for line_no, row in read_jsonl(path, DataError):
+        where = f"{path}:{line_no}"
+        if not isinstance(row, dict) or "text" not in row:
+            raise DataError(f"{where}: text: missing")
+        if not isinstance(row["text"], str) or not row["text"].strip():
+            raise DataError(f"{where}: text: must be a non-empty string")
+        texts.append(row["text"])
     if not texts:
         raise ValueError(f"{path}: the corpus is empty")
     return texts
@@ -136,8 +129,8 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
     corpus = list(corpus)
     corpus_tids = text_keys(corpus)
     keys = ExampleKeys.of(examples)
-    max_pos = max(len(ex.pos) for ex in examples)
-    k = select_cfg.max_rank + max_pos + int(select_cfg.exclude_query_text)  # room for the excluded ones
+    positives = keys.positives()  # of every row with the same query text: never a negative
+    k = select_cfg.max_rank + positives.widest() + int(select_cfg.exclude_query_text)  # room for the excluded
     cached, cand_path = None, None
     if cache_root is not None:
         res.cache_keys.update(embedding_cache_keys(encoder, examples, cache_root, precision))
@@ -176,7 +169,7 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
     clock = time.perf_counter()
     cand_tids = np.where(ids >= 0, corpus_tids[np.clip(ids, 0, None)], -1)  # (Q, k)
     res.counts["candidates"] = int(ids.size)
-    alive = candidate_mask(cand_tids, scores, keys.positive_matrix(), keys.query, res.pos_scores, select_cfg,
+    alive = candidate_mask(cand_tids, scores, positives, keys.query, res.pos_scores, select_cfg,
                            res.counts)  # (Q, k)
     queries = np.arange(len(examples))
     if teacher is None:
@@ -214,11 +207,25 @@ def load_miner(model_cfg: Any) -> Encoder:
     return Encoder.from_config(model_cfg)
 
 
+def query_positives(examples: Sequence[Example]) -> dict[str, set[str]]:
+    """Query text -> the positives of every example with that text."""
+    shared: dict[str, set[str]] = {}
+    for ex in examples:
+        shared.setdefault(ex.query, set()).update(ex.pos)
+    return shared
+
+
 def output_rows(examples: Sequence[Example], res: MineResult, keep_existing: bool) -> list[dict[str, Any]]:
+    """Training rows: mined negatives replace the row's own, or follow them (``keep_existing``). A kept negative that
+    is a positive of another row with the same query text is dropped (counted in ``res.counts``)."""
     rows = []
+    shared = query_positives(examples) if keep_existing else {}
     for q, ex in enumerate(examples):
         mined = [t for t in res.negatives[q] if not keep_existing or t not in ex.neg]
-        neg = (list(ex.neg) if keep_existing else []) + mined
+        kept = [t for t in ex.neg if t not in shared[ex.query]] if keep_existing else []
+        if keep_existing and len(kept) < len(ex.neg):
+            res.counts["existing_negatives_positive_elsewhere"] += len(ex.neg) - len(kept)
+        neg = kept + mined
         row: dict[str, Any] = {"query": ex.query, "pos": list(ex.pos), "neg": neg}
         if ex.task is not None:
             row["task"] = ex.task
@@ -260,6 +267,32 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def rows_to_write(cfg: Any, examples: Sequence[Example], res: MineResult) -> list[dict[str, Any]]:
+    """The output rows; raises when none is left (an empty train.jsonl would only fail later, in training)."""
+    rows = output_rows(examples, res, cfg.keep_existing_negatives)
+    if cfg.drop_rows_without_negatives:  # training with data.num_negatives > 0 needs a negative in every row
+        kept = [r for r in rows if r["neg"]]
+        res.counts["rows_dropped_without_negatives"] = len(rows) - len(kept)
+        rows = kept
+    if not rows:
+        removed = {r: res.counts[r] for r in (*RULES, "teacher") if res.counts.get(r)}
+        raise ValueError(f"{Path(cfg.out_dir) / 'train.jsonl'}: no rows to write: all {len(examples)} rows were "
+                         "dropped by drop_rows_without_negatives=true (no negative survived the selection rules; "
+                         f"removed: {removed}): loosen select.* or keep the rows")
+    return rows
+
+
+def refuse_overwriting_inputs(cfg: Any) -> None:
+    """Stop before any work when an output (train.jsonl, report.json, scores.png) would replace an input file."""
+    out = Path(cfg.out_dir)
+    outputs = {p.resolve(): p for p in (out / "train.jsonl", out / "report.json", out / "scores.png")}
+    for name in [*cfg.input_files, *([cfg.corpus_file] if cfg.corpus_file else [])]:
+        clash = outputs.get(Path(name).resolve())
+        if clash is not None:
+            raise ValueError(f"{name}: this input would be overwritten by the output {clash}: give an out_dir that "
+                             f"holds no input file (out_dir={cfg.out_dir})")
+
+
 def run(cfg: Any) -> dict[str, Any]:
     """Mine as configured (a composed ``conf/mine.yaml``); writes the outputs and returns the report."""
     with collector_paused():
@@ -274,6 +307,7 @@ def _run(cfg: Any) -> dict[str, Any]:
 
         torch.set_num_threads(cfg.num_threads)
     started = time.perf_counter()
+    refuse_overwriting_inputs(cfg)
     device, main = processes()
     examples, load_report = load_examples(list(cfg.input_files), on_error=cfg.on_error, max_rows=cfg.max_rows)
     corpus = load_corpus(cfg.corpus_file) if cfg.corpus_file else default_corpus(examples)
@@ -287,11 +321,7 @@ def _run(cfg: Any) -> dict[str, Any]:
                          batch_size=cfg.batch_size, encode_chunk=cfg.encode_chunk, teacher=teacher,
                          teacher_cfg=teacher_cfg, precision=cfg.precision)
     out = Path(cfg.out_dir)
-    rows = output_rows(examples, res, cfg.keep_existing_negatives)
-    if cfg.drop_rows_without_negatives:  # training with data.num_negatives > 0 needs a negative in every row
-        kept = [r for r in rows if r["neg"]]
-        res.counts["rows_dropped_without_negatives"] = len(rows) - len(kept)
-        rows = kept
+    rows = rows_to_write(cfg, examples, res)
     if main:  # every process computed the same result; one writes it
         atomic_write_text(out / "train.jsonl", jsonl_lines(rows))
     counts = dict(res.counts)

@@ -3,7 +3,7 @@
     pytest -q tests/test_mining.py -k select
 
 Per query, the index returns candidates in score order. In this order of application:
-    positive    the candidate is one of the query's known positives
+    positive    the candidate is a positive of the query's text (of this row or of another row with the same query)
     same_text   its text equals a positive's text (a duplicate passage), the query's text, or an earlier candidate's
     rank_window after those exclusions, ranks 1..skip_top are skipped and ranks above max_rank dropped
     margin      absolute: kept only if neg < pos - margin
@@ -16,6 +16,7 @@ candidate must clear every positive.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -51,7 +52,54 @@ def positive_matrix(pos_tids: Sequence[set[int]] | np.ndarray) -> np.ndarray:
     return matrix
 
 
-def candidates(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: Sequence[set[int]] | np.ndarray,
+@dataclass
+class QueryPositives:
+    """The text ids each query never takes as a negative: the positives of every row with its query text.
+
+    Data with one row per (query, positive) pair is common; a sibling row's positive is a positive of this query
+    too, never its negative. A row's own positives are compared directly (fast, the common case); rows that share
+    their query text also look their candidates up among the positives stored once per text (``group``).
+    """
+    own: np.ndarray  # (Q, P) int64 each row's own positive ids, padded with -2 (``positive_matrix``)
+    group: np.ndarray  # (Q,) int64 group (query text) of each row
+    pair_group: np.ndarray  # (N,) int64 group of each stored positive (repeats allowed)
+    ids: np.ndarray  # (N,) int64 text id of each stored positive
+
+    @classmethod
+    def per_query(cls, pos_tids: Sequence[set[int]] | np.ndarray) -> "QueryPositives":
+        """Every query its own group: per query sets of ids, or a ``positive_matrix``."""
+        matrix = positive_matrix(pos_tids)  # (Q, P)
+        rows, cols = np.nonzero(matrix != -2)
+        return cls(matrix, np.arange(len(matrix)), rows, matrix[rows, cols])
+
+    def _pair_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted distinct ids (V,), sorted distinct ``group * V + id rank`` (M,)): exact, no hashing of pairs."""
+        vocab = np.unique(self.ids)
+        return vocab, np.unique(self.pair_group * len(vocab) + np.searchsorted(vocab, self.ids))
+
+    def widest(self) -> int:
+        """The most distinct positives one query text has (how deep a search must reach past them)."""
+        vocab, keys = self._pair_keys()
+        return int(np.bincount(keys // max(len(vocab), 1)).max(initial=0))
+
+    def mask(self, cand_tids: np.ndarray) -> np.ndarray:
+        """(Q, K) bool: which candidates are positives of their query's text."""
+        is_pos = (cand_tids[:, :, None] == self.own[:, None, :]).any(-1)  # (Q, K) the row's own positives
+        shared = np.flatnonzero(np.bincount(self.group)[self.group] > 1)  # rows with a sibling row
+        if len(shared):
+            is_pos[shared] |= self._in_group(cand_tids[shared], self.group[shared])
+        return is_pos
+
+    def _in_group(self, cand_tids: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """(R, K) bool: candidates among the positives of their row's group (sorted lookups, not broadcasts)."""
+        vocab, keys = self._pair_keys()
+        rank = np.clip(np.searchsorted(vocab, cand_tids), 0, len(vocab) - 1)  # (R, K)
+        cand_keys = group[:, None] * len(vocab) + rank
+        at = np.clip(np.searchsorted(keys, cand_keys), 0, len(keys) - 1)
+        return (vocab[rank] == cand_tids) & (keys[at] == cand_keys)
+
+
+def candidates(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: QueryPositives | Sequence[set[int]] | np.ndarray,
                query_tids: np.ndarray, pos_scores: np.ndarray, cfg: SelectConfig,
                counts: Counter) -> list[list[int]]:
     """Columns of ``cand_tids`` (Q, K) that survive every rule, per query in rank order; ``counts`` is updated."""
@@ -65,7 +113,7 @@ def mask_columns(mask: np.ndarray) -> list[list[int]]:
     return [c.tolist() for c in np.split(cols, splits)]
 
 
-def candidate_mask(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: Sequence[set[int]] | np.ndarray,
+def candidate_mask(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: QueryPositives | Sequence[set[int]] | np.ndarray,
                    query_tids: np.ndarray, pos_scores: np.ndarray, cfg: SelectConfig,
                    counts: Counter) -> np.ndarray:
     """(Q, K) bool: the candidates that survive every rule; ``counts`` is updated.
@@ -73,7 +121,8 @@ def candidate_mask(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: Seq
     Args:
         cand_tids: (Q, K) text ids of the retrieved passages in score order, -1 where the index had fewer.
         cand_scores: (Q, K) miner scores of those passages.
-        pos_tids: per query, the text ids of its positives (sets, or a ``positive_matrix``).
+        pos_tids: per query, the text ids it never takes as negatives: ``QueryPositives`` (the positives of
+            every row with the query's text), or per query sets / a ``positive_matrix`` (its own only).
         query_tids: (Q,) text ids of the queries.
         pos_scores: (Q,) the weakest positive's miner score per query.
     """
@@ -89,8 +138,8 @@ def candidate_mask(cand_tids: np.ndarray, cand_scores: np.ndarray, pos_tids: Seq
     repeat = np.zeros_like(missing)
     np.put_along_axis(repeat, order, repeat_sorted, 1)
     repeat &= ~missing
-    pos_matrix = positive_matrix(pos_tids)  # (Q, P)
-    is_pos = (cand_tids[:, :, None] == pos_matrix[:, None, :]).any(-1) & ~missing & ~repeat  # (Q, K)
+    positives = pos_tids if isinstance(pos_tids, QueryPositives) else QueryPositives.per_query(pos_tids)
+    is_pos = positives.mask(cand_tids) & ~missing & ~repeat  # (Q, K)
     is_query = (cand_tids == query_tids[:, None]) & ~missing & ~repeat & ~is_pos if cfg.exclude_query_text \
         else np.zeros_like(missing)
     same_text = repeat | is_query

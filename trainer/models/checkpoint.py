@@ -1,36 +1,90 @@
 """Exported checkpoints: a folder that loads in sentence-transformers and transformers, plus our metadata.
 
     python -m trainer.export checkpoint=runs/demo/checkpoints/step-000100
+    python -m trainer.push checkpoint=runs/demo/checkpoints/step-000100 repo_id=ORG/NAME
 
-Layout (written to a temporary sibling folder, then renamed, so a crash never leaves a half checkpoint):
+Layout (written to a temporary sibling folder, then renamed, so a crash never leaves a half checkpoint; the folder is
+a complete model repository, publishable as it is):
     config.json, model.safetensors, tokenizer files        -> transformers.AutoModel / AutoTokenizer
     modules.json, sentence_bert_config.json, 1_Pooling/,   -> sentence_transformers.SentenceTransformer
-    2_Normalize/, config_sentence_transformers.json (prompts)
+    2_Normalize/, config_sentence_transformers.json (prompts; per-side max lengths for encode_query/encode_document)
     embedstill.json                                        -> pooling, normalisation, max lengths, prompts,
-                                                              base model, step, config hash
+                                                              base model (Hub id when known), step, config hash
+    README.md                                              -> model card with Hub metadata (trainer/models/card.py)
+No file names a path of the training machine: the base model is a Hub id or a folder name, the run a path relative
+to the checkpoint (``trainer/models/provenance.py``).
 """
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from trainer.models.encoder import METADATA_FILE, Encoder
+from trainer.models.encoder import METADATA_FILE, Encoder, load_metadata
+from trainer.models.provenance import hub_id, model_name, portable_metadata
 
 ST_POOLING_KEYS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
                    "last": "pooling_mode_lasttoken"}
+# sentence-transformers 6.2 reads per-side lengths (``query_length``, ``document_length``) in
+# sentence_bert_config.json: the version these folders are written for and tested with (an older one that does not
+# know these keys passes them to its Transformer module as unknown arguments).
+ST_FORMAT_VERSION = "6.2.0"
+# Metadata blocks that hold texts (prompts, instructions), never paths: left as they are.
+TEXT_KEYS = ("encoder", "task_instructions")
+
+
+def temp_dir(parent: Path, name: str) -> Path:
+    """A new empty folder ``parent/.tmp-<name>-<random>`` created like any folder of the user: mode 0777 minus the
+    umask. ``tempfile.mkdtemp`` makes it 0700, and the renamed checkpoint would stay unreadable to the group."""
+    for _ in range(100):
+        tmp = parent / f".tmp-{name}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{parent}: no free temporary folder name for {name}")
+
+
+def current_umask() -> int:
+    """The process's umask (from /proc where it is shown, so the umask is never changed, even for a moment)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def readable_per_umask(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the permissions the umask allows (files ``0666 & ~umask``,
+    folders ``0777 & ~umask``), keeping any it has already: safetensors writes its files 0600, and a checkpoint
+    must be as readable as anything else the user writes."""
+    umask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o7777
+        wanted = mode | ((0o777 if path.is_dir() else 0o666) & ~umask)
+        if wanted != mode:
+            path.chmod(wanted)
 
 
 def atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` into a temporary sibling folder, then rename it to ``target``."""
+    """Run ``write(tmp)`` into a temporary sibling folder, then rename it to ``target`` (its files and folders
+    readable as the umask allows)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    tmp = temp_dir(target.parent, target.name)
     try:
         write(tmp)
+        readable_per_umask(tmp)
         if target.exists():
             # Replacing an existing folder: move it aside first so there is always one complete copy.
             old = target.with_name(f".old-{target.name}")
@@ -52,6 +106,9 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def write_sentence_transformers_files(encoder: Encoder, folder: Path) -> None:
+    import torch
+    import transformers
+
     spec = encoder.spec
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
@@ -60,9 +117,11 @@ def write_sentence_transformers_files(encoder: Encoder, folder: Path) -> None:
                         "type": "sentence_transformers.models.Normalize"})
         (folder / "2_Normalize").mkdir(exist_ok=True)
     _write_json(folder / "modules.json", modules)
-    # sentence-transformers has one max length; passages are the longer side.
+    # ``encode_query`` / ``encode_document`` truncate at query_length / document_length (the training lengths);
+    # a plain ``encode`` at max_seq_length, the passage length.
     _write_json(folder / "sentence_bert_config.json",
-                {"max_seq_length": max(spec.max_length_query, spec.max_length_passage), "do_lower_case": False})
+                {"max_seq_length": spec.max_length_passage, "do_lower_case": False,
+                 "query_length": spec.max_length_query, "document_length": spec.max_length_passage})
     pooling = {"word_embedding_dimension": encoder.dim, "pooling_mode_cls_token": False,
                "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
                "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
@@ -70,32 +129,70 @@ def write_sentence_transformers_files(encoder: Encoder, folder: Path) -> None:
     pooling[ST_POOLING_KEYS[spec.pooling]] = True
     _write_json(folder / "1_Pooling" / "config.json", pooling)
     _write_json(folder / "config_sentence_transformers.json",
-                {"prompts": spec.prompts.sentence_transformers_prompts(), "default_prompt_name": None,
+                {"model_type": "SentenceTransformer",
+                 "__version__": {"sentence_transformers": ST_FORMAT_VERSION, "transformers": transformers.__version__,
+                                 "pytorch": torch.__version__},
+                 "prompts": spec.prompts.sentence_transformers_prompts(), "default_prompt_name": None,
                  "similarity_fn_name": "cosine" if spec.normalize else "dot"})
+
+
+def checkpoint_metadata(encoder: Encoder, target: Path, metadata: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """``embedstill.json`` for ``target``: the encoder's spec, LoRA settings, the caller's keys (step, run, ...),
+    with the base model as a Hub id (or None) plus a short name, and every other path made portable."""
+    from trainer.models.lora import lora_metadata
+
+    meta = {**encoder.metadata(), **lora_metadata(encoder.backbone), **(metadata or {})}
+    source = meta.pop("base_model", None) or encoder.source
+    run = meta.get("run")
+    anchor = Path(run).resolve() if isinstance(run, str) and run else target.parent.resolve()
+    portable = {k: v if k in TEXT_KEYS else portable_metadata(v, target, anchor) for k, v in meta.items()}
+    if isinstance(run, str) and run:
+        portable["run"] = os.path.relpath(anchor, target.resolve())  # e.g. "../..": the run holding checkpoints/
+    return {**portable, "base_model": hub_id(source), "base_model_name": model_name(source)}
+
+
+def _portable_adapter(folder: Path, base_model: Optional[str]) -> None:
+    """peft writes the base model's local path into the adapter's config and card: name the Hub id instead."""
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = base_model
+    _write_json(config_file, config)
+    meta = f"---\nlibrary_name: peft\nbase_model: {base_model}\n---\n" if base_model else ""
+    (folder / "README.md").write_text(
+        f"{meta}# LoRA adapter\n\nThe adapter alone (peft), trained with embedstill; the folder above holds the same "
+        "model with the adapter merged into the weights. Load it onto the base model with "
+        "`peft.PeftModel.from_pretrained(base, path)`.\n")
 
 
 def save_checkpoint(encoder: Encoder, target: Path, metadata: Optional[dict[str, Any]] = None,
                     backbone: Any = None) -> Path:
-    """Write an exported checkpoint atomically. ``backbone`` overrides the module saved (e.g. merged LoRA)."""
-    from trainer.models.lora import export_backbone, lora_metadata, save_adapter
+    """Write an exported checkpoint atomically, model card included. ``backbone`` overrides the module saved
+    (e.g. merged LoRA)."""
+    from trainer.models.card import write_model_card
+    from trainer.models.lora import export_backbone, save_adapter
 
+    target = Path(target)
     model = backbone if backbone is not None else export_backbone(encoder.backbone)  # LoRA: merged copy
+    meta = checkpoint_metadata(encoder, target, metadata)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         save_adapter(encoder.backbone, tmp / "adapter")  # LoRA only: the adapter alone, for peft users
+        if (tmp / "adapter" / "adapter_config.json").exists():
+            _portable_adapter(tmp / "adapter", meta["base_model"])
         tokenizer = encoder.tokenizer
         tokenizer.padding_side = encoder.spec.padding_side
         tokenizer.save_pretrained(tmp)
         write_sentence_transformers_files(encoder, tmp)
-        _write_json(tmp / METADATA_FILE, {**encoder.metadata(), **lora_metadata(encoder.backbone), **(metadata or {})})
+        _write_json(tmp / METADATA_FILE, meta)
+        write_model_card(tmp, location=target)  # the card finds the run (eval results) from the final location
 
-    return atomic_dir(Path(target), write)
+    return atomic_dir(target, write)
 
 
 def read_metadata(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / METADATA_FILE
-    if not path.exists():
+    meta = load_metadata(folder)
+    if meta is None:
         raise FileNotFoundError(f"{folder}: no {METADATA_FILE}: not an embedstill checkpoint "
                                 "(it lacks the pooling, normalisation, max lengths and prompts it was trained with)")
-    return json.loads(path.read_text())
+    return meta

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -67,12 +68,43 @@ class EncoderSpec:
         )
 
 
-def _spec_from_metadata(path: Path) -> Optional[EncoderSpec]:
-    meta_file = path / METADATA_FILE
-    if not meta_file.exists():
+def load_metadata(folder: str | Path) -> Optional[dict[str, Any]]:
+    """``<folder>/embedstill.json`` as a dict, None when the folder has none; a damaged file names itself."""
+    path = Path(folder) / METADATA_FILE
+    if not path.exists():
         return None
-    meta = json.loads(meta_file.read_text())
+    damaged = "the checkpoint's metadata is damaged: restore the file, or save the checkpoint again"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start}); {damaged}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: not valid JSON: {err.msg} at column {err.colno}; {damaged}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}; {damaged}")
+    return meta
+
+
+def _spec_from_metadata(path: Path) -> Optional[EncoderSpec]:
+    meta = load_metadata(path)
+    if meta is None:
+        return None
+    if not isinstance(meta.get("encoder"), dict):
+        raise ValueError(f"{path / METADATA_FILE}: encoder: missing (the pooling, normalisation, max lengths and "
+                         "prompts the model was trained with)")
     return EncoderSpec.from_mapping(meta["encoder"])
+
+
+def _corrupt_weights_message(path: Path, err: Exception) -> str:
+    """Which ``*.safetensors`` file of ``path`` cannot be read (its header checked alone), and what to do."""
+    for file in sorted(path.glob("*.safetensors")) if path.is_dir() else []:
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except SafetensorError as file_err:
+            return (f"{file}: corrupt safetensors file ({file_err}): the weights cannot be read; restore the file "
+                    "or save the checkpoint again")
+    return f"{path}: corrupt safetensors weights ({err})"
 
 
 class Encoder(nn.Module):
@@ -104,7 +136,10 @@ class Encoder(nn.Module):
                                   "use_safetensors": True}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
-        backbone = AutoModel.from_pretrained(name_or_path, **kwargs)
+        try:
+            backbone = AutoModel.from_pretrained(name_or_path, **kwargs)
+        except SafetensorError as err:
+            raise ValueError(_corrupt_weights_message(path, err)) from err
         if getattr(backbone.config, "is_causal", True) is False:  # saved after model.bidirectional=true
             from trainer.models.decoder import make_bidirectional
 
