@@ -66,7 +66,8 @@ def test_export_matches_pytorch_and_writes_card(run_checkpoint: Path, exported: 
 
     out, report = exported
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.onnx")) == [
-        "model.onnx", "model_int8.onnx", "onnx/model.onnx", "onnx/model_qint8_avx512_vnni.onnx"]
+        "model.onnx", "model_int8.onnx", "sentence-transformers/onnx/model.onnx",
+        "sentence-transformers/onnx/model_qint8_avx512_vnni.onnx"]
     assert report["inputs"] == ["input_ids", "attention_mask", "pool_mask"]
     assert report["verify"]["max_abs_diff"] < 1e-4 and len(report["verify"]["checked"]) == 4
     # Fused for ONNX Runtime (2 layers): one Attention and two SkipLayerNormalizations per layer, no loose MatMul
@@ -100,6 +101,7 @@ def test_export_matches_pytorch_and_writes_card(run_checkpoint: Path, exported: 
     assert "'query : '" in card and "excluded from pooling: True" in card
     assert "| tiny/ndcg_at_10 | 0.2500 | 0.5000 |" in card  # scores from the run's eval.jsonl
     assert "tiny-train.jsonl (3 hard negatives" in card and "lr: 0.0003" in card
+    assert '<this folder>/sentence-transformers", backend="onnx"' in card
     assert json.loads((out / "embedstill.json").read_text())["step"] == 6
     assert (out / "tokenizer.json").exists()
 
@@ -186,10 +188,10 @@ def test_sentence_transformers_layout_matches_pytorch(run_checkpoint: Path,
     """onnx/model.onnx + the folder's own pooling config == Encoder.encode, prompts excluded from pooling."""
     import onnxruntime as ort
 
-    from trainer.exporting.st_layout import pool_like_folder, st_features
+    from trainer.exporting.st_layout import ST_FOLDER, pool_like_folder, st_features
     from trainer.models import Encoder
 
-    out = exported[0]
+    out = exported[0] / ST_FOLDER
     for name in ("modules.json", "config.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                  "1_Pooling/config.json", "tokenizer.json"):
         assert (out / name).exists(), name
@@ -211,19 +213,46 @@ def test_sentence_transformers_layout_matches_pytorch(run_checkpoint: Path,
 
 def test_sentence_transformers_loads_onnx_backend(run_checkpoint: Path,
                                                   exported: tuple[Path, dict[str, Any]]) -> None:
-    """SentenceTransformer(out, backend="onnx") gives Encoder.encode's embeddings (needs optimum's ORT backend)."""
+    """SentenceTransformer(out/sentence-transformers, backend="onnx") gives Encoder.encode's embeddings (with
+    optimum's ORT backend, when it is importable)."""
     pytest.importorskip("optimum.onnxruntime", reason="sentence-transformers' ONNX backend needs optimum-onnx, "
                                                       "whose releases (<= 0.1.0) require transformers<4.58")
     from sentence_transformers import SentenceTransformer
 
+    from trainer.exporting.st_layout import ST_FOLDER
     from trainer.models import Encoder
 
     texts = ["w1 w2", "a", "news of the word w7"]
     encoder = Encoder.from_pretrained(str(run_checkpoint))
     for file_name, tolerance in (("model.onnx", 1e-4), ("model_qint8_avx512_vnni.onnx", 0.1)):
-        model = SentenceTransformer(str(exported[0]), backend="onnx", model_kwargs={"file_name": file_name})
+        model = SentenceTransformer(str(exported[0] / ST_FOLDER), backend="onnx",
+                                    model_kwargs={"file_name": file_name})
         got = model.encode(texts, prompt_name="passage")
         np.testing.assert_allclose(got, encoder.encode(texts, side="passage"), atol=tolerance)
+
+
+def test_sentence_transformers_onnx_backend_runs_the_layout(run_checkpoint: Path,
+                                                            exported: tuple[Path, dict[str, Any]],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """sentence-transformers' own ONNX loading (file choice, tokenizer, prompts, pooling without the prompt,
+    normalisation) on the folder, with ONNX Runtime standing in for optimum: Encoder.encode's embeddings."""
+    from ort_stand_in import install
+    from sentence_transformers import SentenceTransformer
+
+    from trainer.exporting.st_layout import ST_FOLDER
+    from trainer.models import Encoder
+
+    stand_in = install(monkeypatch)
+    folder = exported[0] / ST_FOLDER
+    encoder = Encoder.from_pretrained(str(run_checkpoint))
+    texts = ["w1 w2", "a", " ".join(f"w{i}" for i in range(50)), "news of the word w7"]  # one row truncated
+    for file_name, tolerance in (("model.onnx", 1e-4), ("model_qint8_avx512_vnni.onnx", 0.1)):
+        kwargs = {} if file_name == "model.onnx" else {"model_kwargs": {"file_name": file_name}}  # default first
+        model = SentenceTransformer(str(folder), backend="onnx", device="cpu", **kwargs)
+        assert stand_in.loaded[-1] == folder / "onnx" / file_name
+        # encode_query / encode_document: each side's prompt (left out of pooling) and max length
+        for side, encode in (("query", model.encode_query), ("passage", model.encode_document)):
+            np.testing.assert_allclose(encode(texts), encoder.encode(texts, side=side), atol=tolerance)
 
 
 def test_optimize_false_keeps_a_plain_onnx_graph(tiny_model: Path, tmp_path: Path, one_thread: Any) -> None:
@@ -276,3 +305,25 @@ def test_export_never_replaces_what_is_not_an_earlier_export(run_checkpoint: Pat
     assert json.loads((earlier / "export.json").read_text())["checkpoint"] == str(run_checkpoint)
     assert not (earlier / "model_int8.onnx").exists()  # the earlier export's files went with it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier", "notes"]  # no temporary or old folder left
+
+
+def test_parity_check_fails_the_export_on_a_different_graph(run_checkpoint: Path, exported: tuple[Path, dict[str, Any]],
+                                                            tmp_path: Path) -> None:
+    """The graphs checked against a model with other weights: a ParityError (a raise, not an assert that
+    ``python -O`` would drop), for the pooled graph and for the sentence-transformers layout."""
+    import onnxruntime as ort
+
+    from conftest import build_tiny_model
+    from trainer.exporting.onnx_model import OnnxEncoder, ParityError, verify
+    from trainer.exporting.st_layout import ST_FOLDER, verify_layout
+    from trainer.models import Encoder
+
+    spec = Encoder.from_pretrained(str(run_checkpoint)).spec
+    other = Encoder.from_pretrained(str(build_tiny_model(tmp_path / "other", seed=1)), spec).eval()
+    out, texts = exported[0], ["w1 w2 w3", "news of the word", "a"]
+    with pytest.raises(ParityError, match=r"differs from PyTorch by .* >= 0.0001 \(verify.tolerance\)"):
+        verify(other, OnnxEncoder(out / "model.onnx", other), texts, [1, 2], 1e-4)
+    folder = out / ST_FOLDER
+    sess = ort.InferenceSession(str(folder / "onnx/model.onnx"), providers=["CPUExecutionProvider"])
+    with pytest.raises(ParityError, match=r"onnx/model.onnx \+ pooling config differs from PyTorch"):
+        verify_layout(other, folder, sess, texts, 1e-4)

@@ -276,7 +276,7 @@ class ExportConfig:
     opset: int = 18
     quantize: bool = True  # also write model_int8.onnx (onnxruntime dynamic int8) and measure its quality
     optimize: bool = True  # fuse attention / layer norm / GELU into ONNX Runtime ops (false: plain ONNX graph)
-    sentence_transformers: bool = True  # also write onnx/model.onnx for SentenceTransformer(out, backend="onnx")
+    sentence_transformers: bool = True  # also out/sentence-transformers/ for SentenceTransformer(.., backend="onnx")
     int8: ExportInt8Config = field(default_factory=ExportInt8Config)
     session: ExportSessionConfig = field(default_factory=ExportSessionConfig)
     verify: ExportVerifyConfig = field(default_factory=ExportVerifyConfig)

@@ -5,10 +5,11 @@
 Files written into the folder (each graph fused for ONNX Runtime when ``optimize=true``):
     model.onnx                          text -> pooled, normalised embedding; checked against PyTorch
     model_int8.onnx                     the same with int8 weights (quantize=true)
-    onnx/model.onnx                     backbone -> last_hidden_state, for SentenceTransformer(..., backend="onnx");
-                                        checked against PyTorch with the folder's own pooling config
-    onnx/model_qint8_avx512_vnni.onnx   its int8 copy (quantize=true)
-    config.json, modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/, prompts
+    sentence-transformers/              for SentenceTransformer(<out>/sentence-transformers, backend="onnx"):
+        onnx/model.onnx                 backbone -> last_hidden_state; checked against PyTorch with the folder's
+                                        own pooling config
+        onnx/model_qint8_avx512_vnni.onnx   its int8 copy (quantize=true)
+        config.json, tokenizer files, modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/, prompts
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from omegaconf import DictConfig
 
 from trainer.exporting.onnx_model import OnnxEncoder, export_onnx, session, verify
 from trainer.exporting.ort_optimize import count_ops, fuse_for_ort, quantize_int8
-from trainer.exporting.st_layout import (ST_DIR, ST_INT8, ST_MODEL, export_token_embeddings, verify_layout,
-                                         write_module_files)
+from trainer.exporting.st_layout import (ST_DIR, ST_FOLDER, ST_INT8, ST_MODEL, export_token_embeddings,
+                                         verify_layout, write_module_files)
 from trainer.models.encoder import Encoder
 
 MODEL, MODEL_INT8 = "model.onnx", "model_int8.onnx"
@@ -67,14 +68,16 @@ def write_graphs(cfg: DictConfig, encoder: Encoder, folder: Path, texts: Sequenc
         report["verify"] = verify(encoder, onnx_encoder(cfg, folder / MODEL, encoder), texts,
                                   list(cfg.verify.batch_sizes), cfg.verify.tolerance, cfg.verify.seed)
         if cfg.sentence_transformers:
-            (folder / ST_DIR).mkdir()
+            st_folder = folder / ST_FOLDER
+            (st_folder / ST_DIR).mkdir(parents=True)
             report["sentence_transformers"] = export_graph_pair(
-                cfg, lambda p: export_token_embeddings(encoder, p, cfg.opset), folder / ST_DIR / ST_MODEL,
-                folder / ST_DIR / ST_INT8, scratch / "token_embeddings")
-            write_module_files(encoder, folder)
+                cfg, lambda p: export_token_embeddings(encoder, p, cfg.opset), st_folder / ST_DIR / ST_MODEL,
+                st_folder / ST_DIR / ST_INT8, scratch / "token_embeddings")
+            report["sentence_transformers"]["folder"] = ST_FOLDER
+            write_module_files(encoder, st_folder)
             threads, spinning = cfg.session.threads or None, cfg.session.spinning
-            int8 = session(folder / ST_DIR / ST_INT8, threads, spinning) if cfg.quantize else None
+            int8 = session(st_folder / ST_DIR / ST_INT8, threads, spinning) if cfg.quantize else None
             report["sentence_transformers"]["verify"] = verify_layout(
-                encoder, folder, session(folder / ST_DIR / ST_MODEL, threads, spinning), texts, cfg.verify.tolerance,
-                int8)
+                encoder, st_folder, session(st_folder / ST_DIR / ST_MODEL, threads, spinning), texts,
+                cfg.verify.tolerance, int8)
     return report

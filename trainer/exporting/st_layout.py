@@ -1,9 +1,12 @@
-"""The sentence-transformers ONNX layout inside an export folder: ``SentenceTransformer(out, backend="onnx")``.
+"""The sentence-transformers ONNX layout, a folder of its own inside an export folder.
 
     from sentence_transformers import SentenceTransformer
-    model = SentenceTransformer("deploy/news-minilm", backend="onnx")             # onnx/model.onnx
-    model = SentenceTransformer("deploy/news-minilm", backend="onnx",
+    model = SentenceTransformer("deploy/news-minilm/sentence-transformers", backend="onnx")   # onnx/model.onnx
+    model = SentenceTransformer("deploy/news-minilm/sentence-transformers", backend="onnx",
                                 model_kwargs={"file_name": "model_qint8_avx512_vnni.onnx"})  # int8
+
+A folder of its own because sentence-transformers loads ``<folder>/model.onnx`` before ``<folder>/onnx/model.onnx``:
+at the export's root that is the pooled graph (inputs ``pool_mask``, output the embedding), which it cannot run.
 
 sentence-transformers (through Optimum's ``ORTModelForFeatureExtraction``) runs ``onnx/model.onnx``: the backbone
 alone, inputs ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the backbone takes them), all
@@ -24,9 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainer.exporting.onnx_model import ParityError
 from trainer.models.checkpoint import write_sentence_transformers_files
 from trainer.models.encoder import Encoder
 
+ST_FOLDER = "sentence-transformers"  # inside the export folder: tokenizer, module files, onnx/
 ST_DIR = "onnx"
 ST_MODEL = "model.onnx"  # optimum.onnxruntime.ONNX_WEIGHTS_NAME
 ST_INT8 = "model_qint8_avx512_vnni.onnx"  # sentence-transformers' name for dynamic int8 weights on x86
@@ -78,8 +83,10 @@ def export_token_embeddings(encoder: Encoder, path: Path, opset: int = 18) -> li
 
 
 def write_module_files(encoder: Encoder, folder: Path) -> None:
-    """config.json, modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/, prompts (no weights)."""
+    """config.json, tokenizer files, modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/, prompts
+    (no weights)."""
     encoder.backbone.config.save_pretrained(folder)
+    encoder.tokenizer.save_pretrained(folder)
     write_sentence_transformers_files(encoder, folder)
 
 
@@ -119,7 +126,7 @@ def verify_layout(encoder: Encoder, folder: Path, session: Any, texts: Sequence[
     """``onnx/model.onnx`` plus the folder's pooling config against ``Encoder.forward`` on the same tokens (and
     the int8 file against the fp32 one, reported, not bounded).
 
-    Raises AssertionError when the fp32 max abs diff reaches ``tolerance``.
+    Raises ParityError when the fp32 max abs diff reaches ``tolerance``.
     """
     worst, worst_int8, checked = 0.0, 0.0, 0
     for batch_size in batch_sizes:
@@ -132,7 +139,9 @@ def verify_layout(encoder: Encoder, folder: Path, session: Any, texts: Sequence[
             checked += 1
     print(f"sentence-transformers layout ({ST_DIR}/{ST_MODEL} + 1_Pooling): max abs diff {worst:.2e} "
           f"over {checked} batches, tolerance {tolerance:g}")
-    assert worst < tolerance, f"{ST_DIR}/{ST_MODEL} + pooling config differs from PyTorch by {worst:.2e}"
+    if not worst < tolerance:  # also catches NaN
+        raise ParityError(f"{ST_DIR}/{ST_MODEL} + pooling config differs from PyTorch by {worst:.2e} >= "
+                          f"{tolerance:g} (verify.tolerance)")
     report = {"max_abs_diff": worst, "tolerance": tolerance, "batches": checked}
     if int8_session is not None:
         report["int8_max_abs_diff_vs_fp32"] = worst_int8
