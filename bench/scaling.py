@@ -1,7 +1,8 @@
 """Cost curves: how time and peak memory grow with the work, stage by stage, on real text.
 
     python bench/scaling.py                 # full run (prints its expected duration first) -> bench/results/
-    python bench/scaling.py --quick --out /tmp/scaling.json     # small sizes: a smoke test of every stage
+    python bench/scaling.py --quick --out /tmp/scaling.json     # small sizes: every stage, curves to look at
+    python bench/scaling.py --smoke --out /tmp/scaling.json     # tiny sizes: every stage runs end to end
     python bench/scaling.py --stages search,train               # a subset
 
 Stages and points (full mode; --quick shrinks every size):
@@ -75,7 +76,7 @@ def mine_point(point: dict[str, Any], work: Path, threads: int) -> dict[str, Any
     before, started = current_rss_mib(), time.perf_counter()
     report = run(cfg)
     return {**sizes, "seconds": time.perf_counter() - started, "stage_seconds": report["seconds"],
-            "rss_before_mib": before, "peak_rss_mib": rss_mib()}
+            "index": report["index"], "rss_before_mib": before, "peak_rss_mib": rss_mib()}
 
 
 def search_point(point: dict[str, Any], work: Path, threads: int) -> dict[str, Any]:
@@ -203,7 +204,8 @@ def run_point(point: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes: checks every stage in a few minutes")
+    parser.add_argument("--quick", action="store_true", help="small sizes: every stage, curves in under an hour")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks every stage runs (no numbers)")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
     parser.add_argument("--threads", type=int, default=0, help="torch / faiss threads (0 = physical cores)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench/cache/scaling")
@@ -222,9 +224,10 @@ def main() -> None:
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise SystemExit(f"--stages: unknown {sorted(unknown)} (choose from {', '.join(STAGES)})")
-    points, minutes = plan(args.quick, stages, args.threads)
+    args.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    points, minutes = plan(args.mode, stages, args.threads)
     print(f"{len(points)} points, expected about {minutes:.0f} min on an idle {args.threads}-core machine "
-          f"({'quick' if args.quick else 'full'} mode); load average now {os.getloadavg()[0]:.2f}", flush=True)
+          f"({args.mode} mode); load average now {os.getloadavg()[0]:.2f}", flush=True)
     args.work.mkdir(parents=True, exist_ok=True)
     build_pools(args.work)
     load_before, started, results = os.getloadavg(), time.perf_counter(), []

