@@ -258,6 +258,18 @@ class ExportVerifyConfig:
 
 
 @dataclass
+class ExportInt8Config:
+    per_channel: bool = True  # one weight scale per output column instead of per matrix (closer to fp32)
+    reduce_range: bool = False  # 7-bit weights: only for x86 CPUs without VNNI (u8 x s8 saturation)
+
+
+@dataclass
+class ExportSessionConfig:
+    threads: int = 0  # ONNX Runtime intra-op threads for the checks and benchmarks; 0 = physical cores
+    spinning: bool = True  # threads busy-wait between ops: faster on an idle machine, wasteful on a shared one
+
+
+@dataclass
 class ExportConfig:
     """``python -m trainer.export checkpoint=...`` (conf/export.yaml)."""
     checkpoint: str = MISSING  # an exported checkpoint folder (with embedstill.json)
@@ -265,6 +277,10 @@ class ExportConfig:
     overwrite: bool = False  # replace an existing out folder that is not an earlier export (never the checkpoint's)
     opset: int = 18
     quantize: bool = True  # also write model_int8.onnx (onnxruntime dynamic int8) and measure its quality
+    optimize: bool = True  # fuse attention / layer norm / GELU into ONNX Runtime ops (false: plain ONNX graph)
+    sentence_transformers: bool = True  # also out/sentence-transformers/ for SentenceTransformer(.., backend="onnx")
+    int8: ExportInt8Config = field(default_factory=ExportInt8Config)
+    session: ExportSessionConfig = field(default_factory=ExportSessionConfig)
     verify: ExportVerifyConfig = field(default_factory=ExportVerifyConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)  # held-out tasks for the int8 quality check
     paths: Dict[str, str] = field(default_factory=dict)

@@ -81,6 +81,10 @@ def model_card(checkpoint: Path, metadata: dict[str, Any], report: dict[str, Any
              + (", L2-normalised" if enc.get("normalize") else "") + f"; {enc.get('pooling')} pooling inside.",
              *(["- `model_int8.onnx`: the same graph, weights dynamically quantised to int8."]
                if report.get("int8") else []),
+             *(["- `sentence-transformers/`: the model for sentence-transformers' ONNX backend, "
+                "`SentenceTransformer(\"<this folder>/sentence-transformers\", backend=\"onnx\")` "
+                "(int8: `model_kwargs={\"file_name\": \"model_qint8_avx512_vnni.onnx\"}`)."]
+               if report.get("sentence_transformers") else []),
              "- tokenizer files and `embedstill.json` (pooling, prompts, max lengths).", "",
              "## Encoding", "",
              f"- pooling: {enc.get('pooling')}; normalised: {enc.get('normalize')}",

@@ -4,7 +4,8 @@
 
 Output folder (written to a temporary sibling, then renamed; an earlier export there is replaced, any other existing
 folder only with ``overwrite=true``, and never a folder that holds the checkpoint):
-    model.onnx, model_int8.onnx (quantize=true), tokenizer files, embedstill.json, export.json (report), README.md
+    model.onnx, model_int8.onnx (quantize=true), onnx/ with the sentence-transformers module files
+    (sentence_transformers=true; see graphs.py), tokenizer files, embedstill.json, export.json (report), README.md
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from omegaconf import DictConfig
 from trainer.evaluation.retrieval import evaluate_retrieval, load_beir
 from trainer.evaluation.tasks import load_task
 from trainer.exporting.card import model_card
-from trainer.exporting.onnx_model import OnnxEncoder, export_onnx, quantize_int8, verify
+from trainer.exporting.graphs import MODEL, MODEL_INT8, onnx_encoder, write_graphs
+from trainer.exporting.onnx_model import OnnxEncoder
 from trainer.models.checkpoint import atomic_dir, read_metadata
 from trainer.models.encoder import METADATA_FILE, Encoder
 
@@ -96,14 +98,10 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
 
     def write(tmp: Path) -> None:
         started = time.perf_counter()
-        report["inputs"] = export_onnx(encoder, tmp / "model.onnx", cfg.opset)
+        report.update(write_graphs(cfg, encoder, tmp, texts))
         report["export_seconds"] = time.perf_counter() - started
-        fp32 = OnnxEncoder(tmp / "model.onnx", encoder)
-        report["verify"] = verify(encoder, fp32, texts, list(cfg.verify.batch_sizes), cfg.verify.tolerance,
-                                  cfg.verify.seed)
         if cfg.quantize:
-            quantize_int8(tmp / "model.onnx", tmp / "model_int8.onnx")
-            int8 = OnnxEncoder(tmp / "model_int8.onnx", encoder)
+            fp32, int8 = onnx_encoder(cfg, tmp / MODEL, encoder), onnx_encoder(cfg, tmp / MODEL_INT8, encoder)
             report["int8"] = {"max_abs_diff_vs_fp32": float(abs(int8.encode(texts) - fp32.encode(texts)).max())}
             report["quality"] = int8_quality(cfg, encoder, fp32, int8)
         encoder.tokenizer.save_pretrained(tmp)

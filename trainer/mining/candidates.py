@@ -68,7 +68,9 @@ def candidates_key(embedding_keys: dict[str, str], examples: Sequence[Example], 
 
     Not k: a stored result serves any k up to its own (its first k columns).
     """
-    index = {k_: v for k_, v in asdict(index_cfg).items() if k_ != "search_batch"}
+    # Settings that change no search result stay out (so a stored result serves ``auto`` and its concrete kind).
+    ignored = ("search_batch", "exact_max_passages", "approximate", "recall_sample")
+    index = {k_: v for k_, v in asdict(index_cfg).items() if k_ not in ignored}
     return stable_hash({"embeddings": embedding_keys, "corpus": _digest(corpus_tids),
                         "queries": _digest(keys.query_instructed), "tasks": stable_hash([ex.task for ex in examples]),
                         "positives": _digest(keys.pos), "positive_counts": _digest(keys.pos_offsets),

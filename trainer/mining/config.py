@@ -15,7 +15,10 @@ from trainer.config import ModelConfig, register_configs
 
 @dataclass
 class IndexConfig:
-    kind: str = "flat"  # flat (exact inner product) | ivf | hnsw (approximate, for large corpora)
+    kind: str = "flat"  # flat (exact inner product) | ivf | hnsw (approximate, for large corpora) | auto
+    exact_max_passages: int = 500_000  # auto: exact up to this many passages, ``approximate`` beyond
+    approximate: str = "ivf"  # auto: the approximate kind for larger corpora (ivf | hnsw)
+    recall_sample: int = 1000  # approximate kinds: queries searched exactly too, for the recall in report.json
     nlist: int = 1024  # ivf: clusters; clamped so every cluster has >= 39 training points
     nprobe: int = 16  # ivf: clusters visited per query (higher = better recall, slower)
     hnsw_m: int = 32  # hnsw: links per node

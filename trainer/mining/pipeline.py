@@ -29,7 +29,7 @@ from trainer.encoding import EmbeddingCache, encode_cached, save_npz_atomic, tex
 from trainer.io import read_jsonl
 from trainer.mining.candidates import ExampleKeys, candidates_key, load_candidates
 from trainer.mining.config import IndexConfig, SelectConfig, TeacherFilterConfig
-from trainer.mining.index import build_index, search
+from trainer.mining.index import build_index, index_summary, recall_against_exact, resolve_index, search
 from trainer.mining.report import atomic_write_text, jsonl_lines, score_summary, write_histogram, write_report
 from trainer.mining.select import RULES, candidate_mask, mask_columns, sample, sample_top
 from trainer.mining.teacher import build_teacher, teacher_cache_keys, teacher_filter
@@ -48,6 +48,7 @@ class MineResult:
     counts: Counter = field(default_factory=Counter)
     cache_keys: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    index: dict[str, Any] = field(default_factory=dict)  # kind used and its expected recall (report.json)
 
 
 def load_corpus(path: str | Path) -> list[str]:
@@ -127,6 +128,7 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
     res = MineResult(negatives=[], neg_scores=[], pos_scores=np.zeros(0))
     clock = time.perf_counter()
     corpus = list(corpus)
+    requested, index_cfg = index_cfg.kind, resolve_index(index_cfg, len(corpus))
     corpus_tids = text_keys(corpus)
     keys = ExampleKeys.of(examples)
     positives = keys.positives()  # of every row with the same query text: never a negative
@@ -140,6 +142,9 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
     if cached is not None:
         scores, ids, res.pos_scores = cached["scores"], cached["ids"], cached["pos_scores"]
         absent = int(cached["absent"])
+        recall = float(cached["recall"]) if "recall" in cached else None
+        sampled = int(cached.get("recall_queries", 0))
+        depth = int(cached.get("recall_k", ids.shape[1]))  # recall was measured at the stored search depth
         res.counts["candidates_cached"] = 1
         res.seconds["encode"] = time.perf_counter() - clock
     else:
@@ -159,9 +164,17 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
         scores, ids = search(index, query_emb, k, index_cfg.search_batch)  # (Q, k) each
         del index
         res.seconds["search"] = time.perf_counter() - clock
+        recall, sampled, depth = 1.0, 0, int(ids.shape[1])  # exact
+        if index_cfg.kind != "flat":
+            clock = time.perf_counter()
+            recall, sampled = recall_against_exact(corpus_emb, query_emb, ids, index_cfg.recall_sample,
+                                                   index_cfg.seed)
+            res.seconds["recall_check"] = time.perf_counter() - clock
         if cand_path is not None and world()[0] == 0:
             save_npz_atomic(cand_path, scores=scores, ids=ids, pos_scores=res.pos_scores, absent=np.int64(absent),
-                            k=np.int64(k))
+                            k=np.int64(k), recall=np.float64(recall), recall_queries=np.int64(sampled),
+                            recall_k=np.int64(depth))
+    res.index = index_summary(requested, index_cfg, len(corpus), depth, recall, sampled)
     if absent:
         res.counts["positives_not_in_corpus"] = absent
         log.warning("%d positives are not in the corpus (encoded separately; excluded by text as usual)", absent)
@@ -327,7 +340,7 @@ def _run(cfg: Any) -> dict[str, Any]:
     counts = dict(res.counts)
     report = {
         "output": str(out / "train.jsonl"), "queries": len(examples), "rows_written": len(rows),
-        "corpus": len(corpus),
+        "corpus": len(corpus), "index": res.index,
         "input": load_report.summary(), "removed": {r: counts.get(r, 0) for r in (*RULES, "teacher",
                                                                                    "teacher_unscored")},
         "counts": counts, "cache_keys": res.cache_keys, "seconds": {**res.seconds,
