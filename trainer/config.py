@@ -197,6 +197,9 @@ class DistillConfig:
     margin_mse: MarginMSEConfig = field(default_factory=MarginMSEConfig)
     embedding: EmbeddingDistillConfig = field(default_factory=EmbeddingDistillConfig)
     similarity: SimilarityDistillConfig = field(default_factory=SimilarityDistillConfig)
+    # true: the student gets a Dense head into the teacher's space, ridge-fitted before training and exported as a
+    # sentence-transformers Dense module; embedding distillation then compares through a fixed identity.
+    align: bool = False
 
 
 @dataclass

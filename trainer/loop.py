@@ -134,6 +134,10 @@ def build(cfg: DictConfig, accelerator: Accelerator, run: RunDir) -> Setup:
                                     keep_teacher=remine is not None)
     if targets is not None:
         loader.collate_fn = TeacherCollator(loader.collate_fn, targets)
+    if cfg.get("distill") is not None and cfg.distill.get("align", False):
+        from trainer.teachers.align import attach_aligned_head
+
+        attach_aligned_head(encoder, targets, loader.dataset.examples, log)  # before the optimizer sees parameters
     if remine is not None:
         remine.rescore = targets.rescore if targets is not None else None
         if resume is not None and (negatives := remined_state(resume[0])) is not None:

@@ -94,7 +94,7 @@ def task_prompts(encoder: Encoder, task: Mapping[str, Any], source: str = "") ->
     new_prompts = dataclasses.replace(prompts, query_prefix=pick("query_prefix", prompts.query_prefix),
                                       passage_prefix=pick("passage_prefix", prompts.passage_prefix))
     spec = dataclasses.replace(encoder.spec, prompts=new_prompts)
-    return Encoder(encoder.backbone, encoder.tokenizer, spec, source=encoder.source), task.get("instruction")
+    return Encoder(encoder.backbone, encoder.tokenizer, spec, source=encoder.source, dense=encoder.dense), task.get("instruction")
 
 
 class Embedder:

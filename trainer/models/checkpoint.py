@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from trainer.models.encoder import METADATA_FILE, Encoder, load_metadata
+from trainer.models.encoder import DENSE_DIR, METADATA_FILE, Encoder, load_metadata
 from trainer.models.provenance import hub_id, model_name, portable_metadata
 
 ST_POOLING_KEYS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
@@ -112,17 +112,28 @@ def write_sentence_transformers_files(encoder: Encoder, folder: Path) -> None:
     spec = encoder.spec
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if encoder.dense is not None:  # hidden -> D_out, no bias, no activation (sentence-transformers' Dense)
+        from safetensors.torch import save_file
+
+        modules.append({"idx": 2, "name": "2", "path": DENSE_DIR, "type": "sentence_transformers.models.Dense"})
+        (folder / DENSE_DIR).mkdir(exist_ok=True)
+        _write_json(folder / DENSE_DIR / "config.json",
+                    {"in_features": encoder.hidden_dim, "out_features": encoder.dim, "bias": False,
+                     "activation_function": "torch.nn.modules.linear.Identity"})
+        save_file({"linear.weight": encoder.dense.weight.detach().float().cpu().contiguous()},
+                  str(folder / DENSE_DIR / "model.safetensors"))
     if spec.normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+        idx = len(modules)
+        modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Normalize",
                         "type": "sentence_transformers.models.Normalize"})
-        (folder / "2_Normalize").mkdir(exist_ok=True)
+        (folder / f"{idx}_Normalize").mkdir(exist_ok=True)
     _write_json(folder / "modules.json", modules)
     # ``encode_query`` / ``encode_document`` truncate at query_length / document_length (the training lengths);
     # a plain ``encode`` at max_seq_length, the passage length.
     _write_json(folder / "sentence_bert_config.json",
                 {"max_seq_length": spec.max_length_passage, "do_lower_case": False,
                  "query_length": spec.max_length_query, "document_length": spec.max_length_passage})
-    pooling = {"word_embedding_dimension": encoder.dim, "pooling_mode_cls_token": False,
+    pooling = {"word_embedding_dimension": encoder.hidden_dim, "pooling_mode_cls_token": False,
                "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
                "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
                "pooling_mode_lasttoken": False, "include_prompt": not spec.exclude_prompt_from_pooling}

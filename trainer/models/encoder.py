@@ -95,6 +95,27 @@ def _spec_from_metadata(path: Path) -> Optional[EncoderSpec]:
     return EncoderSpec.from_mapping(meta["encoder"])
 
 
+DENSE_DIR = "2_Dense"  # sentence-transformers module folder: config.json + model.safetensors (linear.weight)
+
+
+def load_dense(folder: Path) -> Optional[nn.Linear]:
+    """The Dense module of a saved checkpoint (None when it has none); only identity activations are ours."""
+    config_file = folder / DENSE_DIR / "config.json"
+    if not config_file.exists():
+        return None
+    from safetensors.torch import load_file
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+    if activation != "torch.nn.modules.linear.Identity" or config.get("bias", True):
+        raise ValueError(f"{config_file}: only a bias-free Dense module with an Identity activation is supported "
+                         f"(got bias={config.get('bias', True)}, activation_function={activation!r})")
+    dense = nn.Linear(int(config["in_features"]), int(config["out_features"]), bias=False)
+    state = load_file(str(folder / DENSE_DIR / "model.safetensors"))
+    dense.weight.data.copy_(state["linear.weight"])
+    return dense
+
+
 def _corrupt_weights_message(path: Path, err: Exception) -> str:
     """Which ``*.safetensors`` file of ``path`` cannot be read (its header checked alone), and what to do."""
     for file in sorted(path.glob("*.safetensors")) if path.is_dir() else []:
@@ -111,9 +132,12 @@ class Encoder(nn.Module):
     """Text -> embedding. ``forward`` takes token features; ``tokenize`` and ``encode`` take raw text."""
 
     def __init__(self, backbone: nn.Module, tokenizer: PreTrainedTokenizerBase, spec: EncoderSpec,
-                 source: str = "") -> None:
+                 source: str = "", dense: Optional[nn.Linear] = None) -> None:
         super().__init__()
         self.backbone = backbone
+        # Optional linear map after pooling (hidden -> D_out, no activation), e.g. into a teacher's space; saved
+        # as a sentence-transformers Dense module between Pooling and Normalize.
+        self.dense = dense
         self.tokenizer = tokenizer
         self.spec = spec
         self.source = source  # where the weights came from (base model name/path) for metadata
@@ -145,7 +169,8 @@ class Encoder(nn.Module):
 
             make_bidirectional(backbone)  # also clears the attention modules' own causal flags
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        return cls(backbone, tokenizer, spec, source=str(name_or_path))
+        dense = load_dense(path) if path.is_dir() else None
+        return cls(backbone, tokenizer, spec, source=str(name_or_path), dense=dense)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "Encoder":
@@ -156,8 +181,22 @@ class Encoder(nn.Module):
                                    attn_implementation=cfg.get("attn_implementation"))
 
     @property
-    def dim(self) -> int:
+    def hidden_dim(self) -> int:
+        """The backbone's width: what pooling returns."""
         return int(self.backbone.config.hidden_size)
+
+    @property
+    def dim(self) -> int:
+        """The embedding's width: the Dense module's output when there is one."""
+        return int(self.dense.out_features) if self.dense is not None else self.hidden_dim
+
+    def add_dense(self, out_features: int, weight: Optional[torch.Tensor] = None) -> nn.Linear:
+        """Attach a (hidden -> out_features) Dense module, initialised with ``weight`` (out, hidden) if given."""
+        self.dense = nn.Linear(self.hidden_dim, out_features, bias=False).to(self.device)
+        if weight is not None:
+            with torch.no_grad():
+                self.dense.weight.copy_(weight)
+        return self.dense
 
     @property
     def device(self) -> torch.device:
@@ -224,6 +263,8 @@ class Encoder(nn.Module):
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
         pooled = pool(hidden, attention_mask, attention_mask if pool_mask is None else pool_mask, self.spec.pooling)
         pooled = pooled.float()  # losses and similarity in float32 even under bf16 autocast
+        if self.dense is not None:
+            pooled = self.dense(pooled).float()  # (B, D_out)
         if self.spec.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled
@@ -258,4 +299,5 @@ class Encoder(nn.Module):
 
     def metadata(self) -> dict[str, Any]:
         return {"encoder": self.spec.to_dict(), "base_model": self.source, "dim": self.dim,
+                **({"dense": {"in_features": self.hidden_dim, "out_features": self.dim}} if self.dense else {}),
                 "architecture": type(self.backbone).__name__}

@@ -80,7 +80,13 @@ def build_distill_losses(cfg: Optional[DictConfig], student_dim: int, teacher_di
     if embedding.weight > 0:
         if teacher_dim is None:
             raise ValueError("distill.embedding needs a bi-encoder teacher (its embedding dimension)")
-        losses[PART_NAMES["embedding"]] = EmbeddingDistill(student_dim, teacher_dim, embedding.kind, embedding.weight)
+        part = EmbeddingDistill(student_dim, teacher_dim, embedding.kind, embedding.weight)
+        if cfg.get("align", False):  # the student's own Dense head is the projection: this one stays the identity
+            if student_dim != teacher_dim:
+                raise ValueError(f"distill.align: the student's output ({student_dim}) must match the teacher's "
+                                 f"({teacher_dim})")
+            part.projection.requires_grad_(False)
+        losses[PART_NAMES["embedding"]] = part
     if similarity.weight > 0:
         losses[PART_NAMES["similarity"]] = SimilarityDistill(similarity.student_scale, similarity.teacher_scale,
                                                              similarity.weight)
