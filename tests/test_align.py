@@ -85,3 +85,51 @@ def test_aligned_student_trains_in_the_teacher_space(compose, tmp_path: Path) ->
     teacher = BiEncoderTeacher(str(teacher_dir), max_length_passage=32, precision="float32")
     cosine = (student.encode(held_out, side="passage") * teacher.embed(held_out, "passage")).sum(1)  # (32,)
     assert cosine.mean() > 0.8  # texts it never saw land next to the teacher's own vectors
+
+
+def test_asymmetric_evaluation_matches_a_brute_force_reference(tiny_model: Path, tiny_data: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    """corpus_checkpoint=: queries by the student, documents by the teacher; nDCG@10 recomputed by hand."""
+    import math
+
+    from conftest import build_tiny_model
+    from trainer.evaluation.retrieval import load_beir
+    from trainer.evaluation.runner import evaluate_checkpoint
+    from trainer.models.checkpoint import save_checkpoint
+
+    teacher_dir = build_tiny_model(tmp_path / "teacher", hidden=48, layers=2, seed=7)  # no embedstill.json
+    student = Encoder.from_pretrained(str(tiny_model))
+    torch.manual_seed(1)
+    student.add_dense(48, torch.randn(48, 32) * 0.2)
+    ckpt = save_checkpoint(student, tmp_path / "student", {"step": 3})
+    task = {"name": "tiny", "kind": "retrieval", "path": str(tiny_data["beir"])}
+    results = evaluate_checkpoint(ckpt, [task, {"name": "cls", "kind": "classification", "path": "unused.jsonl"}],
+                                  tmp_path / "out", corpus_checkpoint=teacher_dir, log=lambda _: None)
+    assert set(results) == {"tiny"}  # only retrieval has a query side and a document side
+    data = load_beir(tiny_data["beir"])
+    queries = Encoder.from_pretrained(str(ckpt)).encode(data.queries, side="query")  # (Q, 48)
+    teacher = Encoder.from_pretrained(str(teacher_dir), Encoder.from_pretrained(str(ckpt)).spec)
+    corpus = teacher.encode(data.corpus, side="passage")  # (N, 48)
+    order = np.argsort(-(queries @ corpus.T), axis=1)  # (Q, N), best first
+    ndcg = []
+    for qi, qid in enumerate(data.query_ids):
+        relevant = {data.corpus_ids.index(d) for d in data.qrels[qid]}
+        ranked = list(order[qi, :10])
+        ndcg.append(sum(1 / math.log2(r + 2) for r, d in enumerate(ranked) if d in relevant)
+                    / sum(1 / math.log2(r + 2) for r in range(min(10, len(relevant)))))
+    assert results["tiny"]["scores"]["test"][0]["ndcg_at_10"] == pytest.approx(float(np.mean(ndcg)), abs=1e-6)
+    symmetric = evaluate_checkpoint(ckpt, [task], tmp_path / "sym", log=lambda _: None)
+    assert symmetric["tiny"]["scores"]["test"][0]["ndcg_at_10"] != results["tiny"]["scores"]["test"][0]["ndcg_at_10"]
+
+
+def test_asymmetric_evaluation_refuses_two_spaces(tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    from trainer.evaluation.runner import evaluate_checkpoint
+    from trainer.models.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(Encoder.from_pretrained(str(tiny_model)), tmp_path / "student", {"step": 1})  # 32-d
+    from conftest import build_tiny_model
+
+    teacher_dir = build_tiny_model(tmp_path / "teacher", hidden=48, layers=2, seed=7)
+    with pytest.raises(ValueError, match="embeds into 48 dimensions, the checkpoint into 32"):
+        evaluate_checkpoint(ckpt, [{"name": "tiny", "kind": "retrieval", "path": str(tiny_data["beir"])}],
+                            tmp_path / "out", corpus_checkpoint=teacher_dir, log=lambda _: None)

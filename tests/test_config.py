@@ -28,7 +28,8 @@ def test_every_experiment_composes_and_instantiates(compose, experiment: str) ->
 
     loss = build_contrastive(cfg.loss)
     assert isinstance(loss, torch.nn.Module) and loss.weight > 0
-    distill = build_distill_losses(cfg.get("distill"), 32, 48 if cfg.get("teacher") else None)
+    aligned = cfg.get("distill") is not None and cfg.distill.get("align", False)  # the loop attached a 32 -> 48 head
+    distill = build_distill_losses(cfg.get("distill"), 48 if aligned else 32, 48 if cfg.get("teacher") else None)
     if experiment == "distill":
         assert distill is not None and len(distill) > 0
 

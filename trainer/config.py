@@ -293,6 +293,7 @@ class ExportConfig:
 class EvaluateConfig:
     """``python -m trainer.evaluate`` (conf/evaluate.yaml): one checkpoint, a run, a watched run, or a leaderboard."""
     checkpoint: Optional[str] = None  # one exported checkpoint folder
+    corpus_checkpoint: Optional[str] = None  # asymmetric: documents by this model, queries by ``checkpoint``
     run_dir: Optional[str] = None  # every complete checkpoint of a run (results in <run_dir>/eval/)
     runs: List[str] = field(default_factory=list)  # leaderboard across these runs' results (no encoding)
     out_dir: Optional[str] = None  # checkpoint=: where results go (default <run>/eval/<name> or <ckpt>-eval)

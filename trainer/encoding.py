@@ -310,7 +310,7 @@ def encode_cached(encoder: Encoder, texts: Sequence[str], side: str, *, cache_ro
     _, first = np.unique(keys[~found], return_index=True)
     missing_rows = np.flatnonzero(~found)[np.sort(first)]
     rank, size = world()
-    what = f"encode {side}s" + (f" ({task})" if task else "") + (f" [{dtype}]".replace("torch.", "") if dtype else "")
+    what = "encode " + ("queries" if side == "query" else f"{side}s") + (f" ({task})" if task else "") + (f" [{dtype}]".replace("torch.", "") if dtype else "")
     bar = progress_bar(len(missing_rows), what)
     for start in range(0, len(missing_rows), chunk_size):
         rows = missing_rows[start:start + chunk_size]

@@ -101,16 +101,43 @@ class Embedder:
     """``(texts, side) -> (N, D)`` for one task: cached, no grad, bf16 on CUDA (``encode_cached`` decides)."""
 
     def __init__(self, encoder: Encoder, task: Optional[str], instruction: Optional[str],
-                 cache_root: Optional[Path], batch_size: int) -> None:
+                 cache_root: Optional[Path], batch_size: int, precision: str = "auto") -> None:
         self.encoder, self.task, self.instruction = encoder, task, instruction
-        self.cache_root, self.batch_size = cache_root, batch_size
+        self.cache_root, self.batch_size, self.precision = cache_root, batch_size, precision
 
     def __call__(self, texts: Sequence[str], side: str) -> np.ndarray:
         instructions = [self.instruction] * len(texts) if self.instruction and side == "query" else None
         with torch.inference_mode():
             return encode_cached(self.encoder, list(texts), side, cache_root=self.cache_root,
                                  task=self.task if side == "query" else None, batch_size=self.batch_size,
-                                 instructions=instructions)
+                                 instructions=instructions, precision=self.precision)
+
+
+class AsymmetricEmbedder:
+    """Queries by one checkpoint, passages by another: a student serving queries against a corpus indexed once by
+    its teacher (both must embed into one space, e.g. a student trained with ``distill.align=true``)."""
+
+    def __init__(self, queries: Embedder, corpus: Embedder) -> None:
+        self.queries, self.corpus = queries, corpus
+
+    def __call__(self, texts: Sequence[str], side: str) -> np.ndarray:
+        return (self.corpus if side == "passage" else self.queries)(texts, side)
+
+
+def load_corpus_encoder(path: str | Path, like: Encoder, device: str = "auto") -> Encoder:
+    """The corpus side's encoder; a folder without ``embedstill.json`` (a plain teacher) reads passages as ``like``
+    does (pooling, normalisation, passage length) without prompts. Its dimension must be ``like``'s."""
+    path = Path(path)
+    spec = None
+    if load_metadata(path) is None:
+        spec = dataclasses.replace(like.spec, prompts=dataclasses.replace(like.spec.prompts, query_prefix="",
+                                                                          passage_prefix=""))
+    encoder = Encoder.from_pretrained(str(path), spec)
+    if encoder.dim != like.dim:
+        raise ValueError(f"corpus_checkpoint={path} embeds into {encoder.dim} dimensions, the checkpoint into "
+                         f"{like.dim}: asymmetric retrieval needs one space (train the student with "
+                         "distill.align=true against this teacher)")
+    return encoder.to(pick_device(device)).eval()
 
 
 def score_task(task: Mapping[str, Any], data: TaskData, embed: Callable[[Sequence[str], str], np.ndarray],
@@ -188,8 +215,13 @@ def result_file(out_dir: Path, task_name: str) -> Path:
 
 def evaluate_checkpoint(checkpoint: str | Path, tasks: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
                         batch_size: int = 64, device: str = "auto", allow_no_metadata: bool = False,
-                        log: Log = print) -> dict[str, dict[str, Any]]:
+                        log: Log = print, corpus_checkpoint: Optional[str | Path] = None,
+                        precision: str = "auto") -> dict[str, dict[str, Any]]:
     """Evaluate every task; returns ``{task name: result record}`` and (rank 0) writes them under ``out_dir``.
+
+    ``corpus_checkpoint``: asymmetric retrieval -- queries by ``checkpoint``, documents by this one; only retrieval
+    tasks are scored (the others have no query/document sides). ``precision``: ``trainer.encoding.autocast_dtype``
+    (default ``auto``: exact float32 on CPU, so scores compare across machines; ``fast`` for bf16 where native).
 
     Bad task names, loading errors (a checkpoint deleted while read included) and ``PromptMismatch`` propagate;
     any other error inside a task is recorded in that task's JSON and the next task runs.
@@ -199,8 +231,17 @@ def evaluate_checkpoint(checkpoint: str | Path, tasks: Sequence[Mapping[str, Any
     check_task_names(tasks)
     is_main = world()[0] == 0
     encoder, meta = load_checkpoint(checkpoint, device, allow_no_metadata)
+    corpus = None
+    if corpus_checkpoint is not None:
+        corpus = load_corpus_encoder(corpus_checkpoint, encoder, device)
+        skipped = [t["name"] for t in tasks if t["kind"] != "retrieval"]
+        if skipped:
+            log(f"[eval] corpus_checkpoint: scoring retrieval tasks only (skipped: {', '.join(skipped)})")
+        tasks = [t for t in tasks if t["kind"] == "retrieval"]
     plans = [(task, *task_prompts(encoder, task, str(checkpoint))) for task in tasks]  # refuse before any work
     model = model_info(checkpoint, meta)
+    if corpus_checkpoint is not None:
+        model["corpus_checkpoint"] = Path(corpus_checkpoint).name
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "model_meta.json", model)
@@ -211,7 +252,10 @@ def evaluate_checkpoint(checkpoint: str | Path, tasks: Sequence[Mapping[str, Any
         prompts = {"query_prefix": spec_prompts.query_prefix, "passage_prefix": spec_prompts.passage_prefix,
                    "instruction": instruction or spec_prompts.instruction_for(task.get("task")),
                    "side": task.get("side", "query"), "override": task_encoder is not encoder}
-        embed = Embedder(task_encoder, task.get("task"), instruction, out_dir / "cache", batch_size)
+        embed: Callable[[Sequence[str], str], np.ndarray] = Embedder(task_encoder, task.get("task"), instruction,
+                                                                     out_dir / "cache", batch_size, precision)
+        if corpus is not None:
+            embed = AsymmetricEmbedder(embed, Embedder(corpus, None, None, out_dir / "cache", batch_size, precision))
         scores, error, retry = run_task(task, embed, log, f"{checkpoint.name} {task['name']}")
         record = result_record(task, model, scores, time.perf_counter() - started, error, prompts, retry)
         results[task["name"]] = record

@@ -230,6 +230,9 @@ def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
         rows = compare_runs(list(cfg.runs), out)
         log(f"[eval] leaderboard of {len(rows)} checkpoints: {out / 'leaderboard.md'}")
         return None
+    if cfg.corpus_checkpoint and not cfg.checkpoint:
+        raise ValueError("corpus_checkpoint=PATH (documents by one model, queries by another) goes with "
+                         "checkpoint=PATH, the query model")
     if bool(cfg.checkpoint) == bool(cfg.run_dir):
         raise ValueError("give exactly one of checkpoint=PATH or run_dir=PATH (watch=true to follow a run), "
                          "or runs=[RUN,...] for a leaderboard across runs")
@@ -258,11 +261,13 @@ def evaluate_one(cfg: Any, tasks: list[dict[str, Any]], device: str, is_main: bo
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"checkpoint={checkpoint}: not a folder")
     run_root = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
-    default = run_root / "eval" / checkpoint.name if run_root else checkpoint.with_name(checkpoint.name + "-eval")
+    name = checkpoint.name + (f"-corpus-{Path(cfg.corpus_checkpoint).name}" if cfg.corpus_checkpoint else "")
+    default = run_root / "eval" / name if run_root else checkpoint.with_name(name + "-eval")
     out = Path(cfg.out_dir) if cfg.out_dir else default
     sink = WandbSink(cfg.logger if is_main else None, run_root)
     results = evaluate_checkpoint(checkpoint, tasks, out, batch_size=cfg.eval.batch_size, device=device,
-                                  allow_no_metadata=cfg.allow_no_metadata, log=log)
+                                  allow_no_metadata=cfg.allow_no_metadata, log=log,
+                                  corpus_checkpoint=cfg.corpus_checkpoint)
     step = next(iter(results.values()))["embedstill"]["model"]["step"]
     if run_root is not None and out == default and is_main:
         EvalState(run_root / "eval").record(checkpoint.name, results, step)
