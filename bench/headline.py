@@ -82,13 +82,15 @@ def as_checkpoint(path: str, slug: str, max_query: int, max_passage: int) -> Pat
 
 
 def evaluate(checkpoint: Path, slug: str, tasks: list[dict[str, Any]], precision: str,
-             corpus: Optional[Path] = None) -> dict[str, dict[str, float]]:
-    """``{task: scores}`` from the project's evaluator; embeddings cached per model under bench/cache/headline."""
+             corpus: Optional[Path] = None, corpus_slug: str = "") -> dict[str, dict[str, float]]:
+    """``{task: scores}`` from the project's evaluator; embeddings cached per model under bench/cache/headline
+    (an asymmetric run reads the corpus model's cache: the teacher's corpus vectors are computed once)."""
     from trainer.evaluation.runner import evaluate_checkpoint
 
-    out = CACHE / "eval" / (slug + (f"-corpus-{corpus.name}" if corpus else "")) / precision
+    out = CACHE / "eval" / (slug + (f"-corpus-{corpus_slug}" if corpus else "")) / precision
+    cache = CACHE / "eval" / corpus_slug / precision / "cache" if corpus else None
     results = evaluate_checkpoint(checkpoint, tasks, out, precision=precision, corpus_checkpoint=corpus,
-                                  log=lambda line: print(line, flush=True))
+                                  cache_dir=cache, log=lambda line: print(line, flush=True))
     failed = [n for n, r in results.items() if r.get("embedstill", {}).get("error")]
     if failed:
         raise RuntimeError(f"{checkpoint}: tasks failed: {failed} (see {out})")
@@ -212,7 +214,7 @@ def main() -> None:
     if args.aligned:
         news_full = [t for t in tasks if t["name"] == RETRIEVAL_TASK]
         asym = evaluate(checkpoints["aligned student"], slugs["aligned student"], news_full, args.precision,
-                        corpus=teacher_ckpt)
+                        corpus=teacher_ckpt, corpus_slug=slugs["teacher (all-mpnet-base-v2)"])
         result["asymmetric_ndcg_at_10"] = asym[RETRIEVAL_TASK]["ndcg_at_10"]
         result["aligned_student_ndcg_at_10"] = rows["aligned student"]["ndcg_at_10"]
     encoders = {n: load_encoder(p, args.max_query, args.max_passage) for n, p in paths.items()}

@@ -216,12 +216,13 @@ def result_file(out_dir: Path, task_name: str) -> Path:
 def evaluate_checkpoint(checkpoint: str | Path, tasks: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
                         batch_size: int = 64, device: str = "auto", allow_no_metadata: bool = False,
                         log: Log = print, corpus_checkpoint: Optional[str | Path] = None,
-                        precision: str = "auto") -> dict[str, dict[str, Any]]:
+                        precision: str = "auto", cache_dir: Optional[str | Path] = None) -> dict[str, dict[str, Any]]:
     """Evaluate every task; returns ``{task name: result record}`` and (rank 0) writes them under ``out_dir``.
 
     ``corpus_checkpoint``: asymmetric retrieval -- queries by ``checkpoint``, documents by this one; only retrieval
     tasks are scored (the others have no query/document sides). ``precision``: ``trainer.encoding.autocast_dtype``
     (default ``auto``: exact float32 on CPU, so scores compare across machines; ``fast`` for bf16 where native).
+    ``cache_dir``: the embedding cache (default ``<out_dir>/cache``; keyed by model, so models may share one).
 
     Bad task names, loading errors (a checkpoint deleted while read included) and ``PromptMismatch`` propagate;
     any other error inside a task is recorded in that task's JSON and the next task runs.
@@ -252,10 +253,11 @@ def evaluate_checkpoint(checkpoint: str | Path, tasks: Sequence[Mapping[str, Any
         prompts = {"query_prefix": spec_prompts.query_prefix, "passage_prefix": spec_prompts.passage_prefix,
                    "instruction": instruction or spec_prompts.instruction_for(task.get("task")),
                    "side": task.get("side", "query"), "override": task_encoder is not encoder}
+        cache = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
         embed: Callable[[Sequence[str], str], np.ndarray] = Embedder(task_encoder, task.get("task"), instruction,
-                                                                     out_dir / "cache", batch_size, precision)
+                                                                     cache, batch_size, precision)
         if corpus is not None:
-            embed = AsymmetricEmbedder(embed, Embedder(corpus, None, None, out_dir / "cache", batch_size, precision))
+            embed = AsymmetricEmbedder(embed, Embedder(corpus, None, None, cache, batch_size, precision))
         scores, error, retry = run_task(task, embed, log, f"{checkpoint.name} {task['name']}")
         record = result_record(task, model, scores, time.perf_counter() - started, error, prompts, retry)
         results[task["name"]] = record
