@@ -139,3 +139,17 @@ def test_bad_data_leaves_no_run_dir_behind(compose, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"bad.jsonl:2: pos: empty list"):
         train(cfg)
     assert not Path(cfg.run_dir).exists()
+
+
+def test_a_state_saved_before_a_key_existed_resumes_when_the_key_is_off(compose, tmp_path: Path) -> None:
+    """Upgrading mid-run: a switch added since the state was saved, left off, trains the same thing."""
+    from trainer.run import check_resume_config, trained_config
+
+    cfg = compose(*SHORT)
+    saved = json.loads(json.dumps(trained_config(cfg), default=str))
+    older = {k: v for k, v in saved.items() if k != "distill.align"}
+    assert len(older) == len(saved) - 1  # the key exists today and is off by default
+    check_resume_config(tmp_path / "state" / "step-000002", cfg, {"trained_config": older})
+    with pytest.raises(ValueError, match=r"distill.align: None -> True"):
+        check_resume_config(tmp_path / "state" / "step-000002", compose(*SHORT, "distill.align=true"),
+                            {"trained_config": older})

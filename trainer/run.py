@@ -206,7 +206,10 @@ def check_resume_config(state_dir: Path, cfg: DictConfig, saved_state: dict[str,
     # JSON round trip: the stored config has lists where OmegaConf has ListConfig, and so on.
     now = json.loads(json.dumps(trained_config(cfg), default=str))
     saved = json.loads(json.dumps(saved, default=str))
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    # A key newer than the state (absent there) that is off here trains the same thing: a run saved before a
+    # feature existed resumes after an upgrade.
+    changed = sorted(k for k in set(saved) | set(now)
+                     if saved.get(k) != now.get(k) and not (k not in saved and now.get(k) in (None, False)))
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
         raise ValueError(f"cannot resume {state_dir}: the config differs from {source} ({details}). Only these "
