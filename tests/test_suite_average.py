@@ -71,3 +71,7 @@ def test_suite_names_the_training_task_of_each_instruction_task() -> None:
     assert tasks["tweet-account"].task == "tweet-account" and tasks["tweet-account"].kind == "classification"
     assert tasks["review-movie"].task == "movie" and tasks["review-movie"].kind == "retrieval"
     assert tasks["review-movie"].path.endswith("eval/rt_review_movie")
+    # model=instruct knows every training task the suite names, so its checkpoints are not refused on the suite.
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        model = compose("train", overrides=["model=instruct", "data.train_files=[x]"]).model
+    assert {t.task for t in suite.eval.tasks if t.task} <= set(model.instructions)
