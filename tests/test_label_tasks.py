@@ -164,12 +164,24 @@ def test_evaluation_uses_the_first_paraphrase_and_the_checkpoint_stores_all(tiny
     assert prompts.sentence_transformers_prompts()["t"] == "Instruct: first\nQuery: "
     with pytest.raises(ValueError, match="model.instructions.v"):
         PromptSpec.from_mapping({"instructions": {"v": []}})
-    encoder = Encoder.from_pretrained(str(tiny_model), EncoderSpec(prompts=prompts))
+    encoder = Encoder.from_pretrained(str(tiny_model), EncoderSpec(prompts=prompts, exclude_prompt_from_pooling=True,
+                                                                   max_length_query=24, max_length_passage=24))
     folder = save_checkpoint(encoder, tmp_path / "ckpt", {"task_instructions": prompts.instructions})
     stored = json.loads((folder / "embedstill.json").read_text())
     assert stored["encoder"]["prompts"]["instruction_paraphrases"] == {"t": ["first", "second"]}
     assert stored["encoder"]["prompts"]["symmetric_tasks"] == ["t"]
     assert Encoder.from_pretrained(str(folder)).spec.prompts == prompts
+    # The model card lists the instructions and gives a call that encodes as training did.
+    card = (folder / "README.md").read_text()
+    assert "## Instructions" in card and "| `t` | `'first'` | `'second'` | yes |" in card
+    assert "| `u` | `'only'` | - | no |" in card
+    assert "embeddings = model.encode(texts, prompt='Instruct: first\\nQuery: ')" in card
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["w1 w2 w3", "w4 w5"]
+    st = SentenceTransformer(str(folder), device="cpu").encode(texts, prompt="Instruct: first\nQuery: ")
+    ours = encoder.encode(texts, "query", task="t")
+    assert abs(st - ours).max() < 1e-5
 
 
 def test_symmetric_tasks_encode_passages_as_queries_with_the_instruction() -> None:
