@@ -34,9 +34,9 @@ def test_recipe_has_six_tasks_with_paraphrases_and_fits_40_minutes() -> None:
     assert list(cfg.model.symmetric_tasks) == LABEL_TASKS  # the label tasks pair texts of one kind
     assert cfg.data.task_homogeneous and cfg.model.instruction_template and cfg.model.exclude_prompt_from_pooling
     assert cfg.teacher is not None and cfg.distill.listwise_kl.weight > 0
-    # Size: rows x epochs / batch steps at >= 4 steps/min, after ~8 min of teacher caching, within 40 minutes.
+    # Size: rows x epochs / batch steps at >= 4 steps/min, after ~10 min of teacher caching, within 40 minutes.
     steps = len(cfg.data.train_files) * cfg.data.max_rows_per_file * cfg.train.epochs // cfg.train.batch_size
-    assert steps / 4 + 8 <= 40, steps
+    assert steps / 4 + 10 <= 40, steps
     # Every suite task that names a training task names one this recipe has an instruction for.
     suite = compose_real("eval=suite", config_name="evaluate")
     named = {t.task for t in suite.eval.tasks if t.task}
