@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -77,8 +78,12 @@ def crossovers(numbers: dict[str, float]) -> dict[str, float]:
 
 
 def read_rows(path: Path, limit: Optional[int]) -> list[dict[str, Any]]:
+    """The file's rows, or a seeded sample of ``limit`` of them (the files are grouped by label: a prefix is not
+    a fair sample)."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return rows[:limit] if limit else rows
+    if not limit or limit >= len(rows):
+        return rows
+    return [rows[i] for i in sorted(random.Random(0).sample(range(len(rows)), limit))]
 
 
 def last_checkpoint(path: str) -> Path:
@@ -146,7 +151,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--teacher", default=None, help="teacher folder (default: bundled all-mpnet-base-v2)")
     parser.add_argument("--data", default=str(ROOT / "data" / "build" / "eval"))
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--limit", type=int, default=None, help="first N texts of each probe file (quick runs)")
+    parser.add_argument("--limit", type=int, default=None, help="a seeded sample of N texts of each probe file (quick runs)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--skip-suite", action="store_true", help="probe only, no suite averages")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "instructions.json"))

@@ -75,3 +75,11 @@ def test_probes_encode_each_text_under_each_tasks_instruction(tiny_model: Path, 
     b = encoder.encode(words, "query", task="movie")
     assert not np.allclose(a, b)
     assert json.dumps(bench.crossovers(numbers))  # JSON-ready floats
+
+
+def test_a_limited_probe_samples_across_the_label_grouped_file(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"text": f"t{i}", "label": "a" if i < 10 else "b"} for i in range(20)])
+    rows = bench.read_rows(path, 6)
+    assert rows == bench.read_rows(path, 6) and len(rows) == 6  # seeded
+    assert {r["label"] for r in rows} == {"a", "b"}  # not the first six, which are all "a"
+    assert len(bench.read_rows(path, None)) == 20
