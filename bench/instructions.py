@@ -65,7 +65,7 @@ def probe_numbers(by_instruction: dict[str, np.ndarray], labels: dict[str, Seque
 
 
 def crossovers(numbers: dict[str, float]) -> dict[str, float]:
-    """The issue's crossover keys from one model's ``probe_numbers``."""
+    """``crossover_sentiment``, ``crossover_movie`` and ``crossover_outlet`` from one model's ``probe_numbers``."""
     a = numbers
     out = {}
     if "agreement/sentiment/under/movie-sentiment" in a:
