@@ -43,9 +43,12 @@ def build_encoder(cfg: DictConfig) -> Encoder:
 
 def build_data(cfg: DictConfig, encoder: Encoder, batch_size: int, seed: int, world_size: int, rank: int,
                log: Callable[[str], None] = print) -> tuple[torch.utils.data.DataLoader, UniqueBatchSampler]:
-    examples, report = load_examples(list(cfg.train_files), cfg.format, cfg.on_error, cfg.max_rows, cfg.streaming)
+    examples, report = load_examples(list(cfg.train_files), cfg.format, cfg.on_error, cfg.max_rows, cfg.streaming,
+                                     cfg.get("max_rows_per_file"))
     log(f"data: {report.summary()}")
-    dataset = ContrastiveDataset(examples, cfg.num_negatives, seed)
+    prompts = encoder.spec.prompts
+    dataset = ContrastiveDataset(examples, cfg.num_negatives, seed, prompts.instruction_paraphrases,
+                                 prompts.symmetric_tasks)
     sampler = UniqueBatchSampler(dataset, batch_size, seed, world_size, rank, cfg.task_homogeneous)
     if len(sampler) == 0:
         raise ValueError(f"{len(examples)} training rows make no full global batch of {batch_size} per process x "

@@ -178,7 +178,7 @@ class Checkpointer:
         folder = self.run.checkpoints / step_name(step)
         save_checkpoint(self.encoder, folder, {"step": step, "config_hash": config_hash(self.cfg), "final": final,
                                                "run": str(self.run.root),
-                                               "task_instructions": dict(self.cfg.model.instructions)})
+                                               "task_instructions": self.encoder.spec.prompts.instructions})
         if self.on_saved is not None:
             self.on_saved(folder)
         self.run.rotate(self.run.checkpoints, self.cfg.train.keep_last)

@@ -36,7 +36,9 @@ class ModelConfig:
     query_prefix: str = ""  # e.g. "query: " (E5)
     passage_prefix: str = ""  # e.g. "passage: "
     instruction_template: Optional[str] = None  # e.g. "Instruct: {instruction}\nQuery: {text}" (queries only)
-    instructions: Dict[str, str] = field(default_factory=dict)  # task -> instruction
+    # task -> instruction, or a list of paraphrases: training draws one per row and epoch, evaluation uses the first
+    instructions: Dict[str, Any] = field(default_factory=dict)
+    symmetric_tasks: List[str] = field(default_factory=list)  # passages encoded as queries, with the instruction
     exclude_prompt_from_pooling: bool = False  # mean pooling skips prefix/instruction tokens
     append_eos: Optional[bool] = None  # None = True for last-token pooling
     padding_side: Optional[str] = None  # None = left for last-token pooling, else the tokenizer's
@@ -57,6 +59,7 @@ class DataConfig:
     on_error: str = "raise"  # raise | skip (bad rows are counted and reported)
     task_homogeneous: bool = False  # every batch from one task (E5/BGE style)
     max_rows: Optional[int] = None
+    max_rows_per_file: Optional[int] = None  # the first N rows of each file (sizes a multi-task mix)
     num_workers: int = 0
 
 

@@ -47,7 +47,9 @@ class Objective(nn.Module):
         with torch.autocast(query.device.type, enabled=False):
             query, passages = query.float(), passages.float()  # (B, D), (B*(1+k), D)
             contrastive = self.contrastive(query, passages, batch.get("passage_ids"),
-                                           positive_ids=batch.get("positive_ids"), query_ids=batch.get("query_ids"))
+                                           positive_ids=batch.get("positive_ids"), query_ids=batch.get("query_ids"),
+                                           query_labels=batch.get("query_labels"),
+                                           passage_labels=batch.get("passage_labels"))
             parts = {"contrastive": self.contrastive.weight * contrastive}
             if len(self.distill):
                 from trainer.teachers.distill import distill_parts

@@ -8,6 +8,11 @@ batches (all processes together) in which no passage text occurs twice and no ex
 another example's passage (a false in-batch negative); each process takes its slice of every global batch.
 Rows that share a query text share their positives: every positive of the query text is a positive of each
 of them, in the batch plan (they never meet in one batch) and in the loss's masking (``positive_ids``).
+Rows with a ``label`` (label tasks: classification or clustering as "same label" retrieval) carry a label id, and
+their positives carry it too: candidates of a query with the same task and label are masked out of the loss like
+a positive of the same query text (``query_labels`` / ``passage_labels``). A task may have several instruction
+paraphrases (``instructions``): each row without its own instruction draws one from ``rng(seed, epoch, i, 1)``.
+Passages of a symmetric task (``symmetric_tasks``) are encoded as queries, with the row's instruction.
 Batches are planned from the data as loaded (re-mining replaces negatives, never the plan), so each epoch's
 batches, and the schedule's length, depend on the data files and the seed alone.
 """
@@ -25,8 +30,10 @@ from trainer.data.schema import Example, LoadReport, iter_jsonl, iter_records
 
 
 def load_examples(files: Sequence[str], fmt: str = "jsonl", on_error: str = "raise",
-                  max_rows: Optional[int] = None, streaming: bool = False) -> tuple[list[Example], LoadReport]:
-    """Read and validate every row of ``files`` (JSONL, or json/parquet through Hugging Face datasets)."""
+                  max_rows: Optional[int] = None, streaming: bool = False,
+                  max_rows_per_file: Optional[int] = None) -> tuple[list[Example], LoadReport]:
+    """Read and validate every row of ``files`` (JSONL, or json/parquet through Hugging Face datasets); the
+    first ``max_rows_per_file`` of each file (a multi-task mix of sized tasks), at most ``max_rows`` in all."""
     report = LoadReport()
     examples: list[Example] = []
     for file in files:
@@ -40,10 +47,12 @@ def load_examples(files: Sequence[str], fmt: str = "jsonl", on_error: str = "rai
             rows = iter_records(ds, str(file), on_error, report)
         else:
             raise ValueError(f"data.format must be jsonl or hf, got {fmt!r}")
-        for example in rows:
+        for taken, example in enumerate(rows, start=1):
             examples.append(example)
             if max_rows is not None and len(examples) >= max_rows:
                 return examples, report
+            if max_rows_per_file is not None and taken >= max_rows_per_file:
+                break
     if not examples:
         raise ValueError(f"no usable training rows in {list(files)} ({report.summary()})")
     return examples, report
@@ -63,6 +72,16 @@ class Sample:
     instruction: Optional[str]
     scores: Optional[list[float]]  # teacher scores of ``passages`` when the data carries them
     positive_ids: tuple[int, ...] = ()  # text ids of every positive of the query text (all rows sharing it)
+    label_id: int = -1  # id of (task, label) for label tasks; -1 = no label
+    symmetric: bool = False  # passages get the query side and the row's instruction
+
+
+NO_LABEL = -1  # label id of rows without a label and of hard negatives (their label is unknown)
+
+
+def label_id(task: Optional[str], label: Optional[str]) -> int:
+    """A stable id of (task, label), >= 0; ``NO_LABEL`` without a label. Two tasks' labels never collide."""
+    return NO_LABEL if label is None else text_id(f"{task or ''}\x1f{label}")
 
 
 def query_positives(examples: Sequence[Example]) -> list[tuple[str, ...]]:
@@ -77,11 +96,18 @@ def query_positives(examples: Sequence[Example]) -> list[tuple[str, ...]]:
 class ContrastiveDataset(torch.utils.data.Dataset):
     """Map-style dataset; ``set_epoch`` changes which positive and negatives each example draws."""
 
-    def __init__(self, examples: list[Example], num_negatives: int = 0, seed: int = 0) -> None:
+    def __init__(self, examples: list[Example], num_negatives: int = 0, seed: int = 0,
+                 instructions: Optional[dict[str, list[str]]] = None,
+                 symmetric_tasks: Sequence[str] = ()) -> None:
+        """``instructions``: task -> paraphrases a row draws from per epoch (rows' own instructions win);
+        ``symmetric_tasks``: tasks whose passages are encoded as queries, with the instruction."""
         self.examples = examples
         self.num_negatives = num_negatives
         self.seed = seed
         self.epoch = 0
+        self.instructions = {task: list(texts) for task, texts in (instructions or {}).items() if texts}
+        self.symmetric_tasks = frozenset(symmetric_tasks)
+        self.label_ids = [label_id(ex.task, ex.label) for ex in examples]
         self.positives = query_positives(examples)  # per example: every positive of its query text
         ids = {text: text_id(text) for texts in set(self.positives) for text in texts}
         self.positive_ids = [tuple(ids[t] for t in texts) for texts in self.positives]
@@ -121,7 +147,20 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         if ex.pos_scores is not None and (not negs or ex.neg_scores is not None):
             scores = [ex.pos_scores[pos]] + [ex.neg_scores[n] for n in negs]  # type: ignore[index]
         return Sample(index=index, query=ex.query, passages=[ex.pos[pos]] + [ex.neg[n] for n in negs],
-                      task=ex.task, instruction=ex.instruction, scores=scores, positive_ids=self.positive_ids[index])
+                      task=ex.task, instruction=self.instruction(index), scores=scores,
+                      positive_ids=self.positive_ids[index], label_id=self.label_ids[index],
+                      symmetric=ex.task in self.symmetric_tasks)
+
+    def instruction(self, index: int, epoch: Optional[int] = None) -> Optional[str]:
+        """The row's own instruction, else one of its task's paraphrases drawn for ``epoch``, else None (the
+        tokenizer then uses the task's instruction, if any)."""
+        ex = self.examples[index]
+        choices = self.instructions.get(ex.task or "")
+        if ex.instruction or not choices:
+            return ex.instruction
+        # A stream of its own (the trailing 1): adding paraphrases never changes the positives and negatives drawn.
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index, 1])
+        return choices[int(rng.integers(len(choices)))]
 
     def batch_keys(self, index: int, epoch: int) -> set[str]:
         """Texts that must not be shared with another example of the same batch: every positive of its query
@@ -231,18 +270,34 @@ class Collator:
 
     def __call__(self, samples: list[Sample]) -> dict[str, Any]:
         passages = [p for s in samples for p in s.passages]  # query-major: [q0 pos, q0 negs..., q1 pos, ...]
+        instructions, tasks = [s.instruction for s in samples], [s.task for s in samples]
         batch: dict[str, Any] = {
-            "query": self.tokenize([s.query for s in samples], "query",
-                                   instructions=[s.instruction for s in samples], tasks=[s.task for s in samples]),
-            "passage": self.tokenize(passages, "passage"),
+            "query": self.tokenize([s.query for s in samples], "query", instructions=instructions, tasks=tasks),
+            "passage": self._passages(samples, passages),
             "passage_ids": torch.tensor([text_id(p) for p in passages], dtype=torch.long),  # (B*(1+k),)
             "index": torch.tensor([s.index for s in samples], dtype=torch.long),
             "query_ids": torch.tensor([text_id(s.query) for s in samples], dtype=torch.long),  # (B,)
             "positive_ids": positive_matrix([s.positive_ids for s in samples]),  # (B, P)
+            "query_labels": torch.tensor([s.label_id for s in samples], dtype=torch.long),  # (B,)
+            # A positive shares its query's label; a hard negative's label is unknown.
+            "passage_labels": torch.tensor([s.label_id if j == 0 else NO_LABEL
+                                            for s in samples for j in range(len(s.passages))],
+                                           dtype=torch.long),  # (B*(1+k),)
         }
         if all(s.scores is not None for s in samples):
             batch["teacher_scores"] = torch.tensor([s.scores for s in samples], dtype=torch.float32)  # (B, 1+k)
         return batch
+
+    def _passages(self, samples: list[Sample], passages: list[str]) -> dict[str, Any]:
+        """Passage features; a symmetric task's passages are queries of the same task (same side and instruction)."""
+        symmetric = {s.symmetric for s in samples}
+        if symmetric == {False}:
+            return self.tokenize(passages, "passage")
+        if len(symmetric) > 1:
+            raise ValueError(f"a batch mixes symmetric and asymmetric tasks ({sorted({str(s.task) for s in samples})}):"
+                             " set data.task_homogeneous=true when model.symmetric_tasks is set")
+        return self.tokenize(passages, "query", instructions=[s.instruction for s in samples for _ in s.passages],
+                             tasks=[s.task for s in samples for _ in s.passages])
 
 
 def positive_matrix(ids: Sequence[Sequence[int]]) -> torch.Tensor:

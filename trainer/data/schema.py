@@ -2,8 +2,10 @@
 
     python -m trainer.data.schema data/build/news/train.jsonl     # validate a file, print counts
 
-One JSON object per line: ``{"query", "pos": [...], "neg": [...], "task"?, "instruction"?, "pos_scores"?,
-"neg_scores"?}`` (see data/README.md). A bad row stops the load with ``path:line: field: what is wrong``;
+One JSON object per line: ``{"query", "pos": [...], "neg": [...], "task"?, "instruction"?, "label"?,
+"pos_scores"?, "neg_scores"?}`` (see data/README.md). ``label`` marks rows of a label task (classification or
+clustering learned as "same label" retrieval): in-batch candidates of a row with the same task and label are
+positives too, masked out of the loss rather than learned as negatives. A bad row stops the load with ``path:line: field: what is wrong``;
 with ``on_error="skip"`` it is skipped and counted instead.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-KNOWN_FIELDS = {"query", "pos", "neg", "task", "instruction", "pos_scores", "neg_scores"}
+KNOWN_FIELDS = {"query", "pos", "neg", "task", "instruction", "label", "pos_scores", "neg_scores"}
 
 
 class DataError(ValueError):
@@ -30,6 +32,7 @@ class Example:
     neg: list[str] = field(default_factory=list)
     task: Optional[str] = None
     instruction: Optional[str] = None
+    label: Optional[str] = None  # same task + same label = not a negative of each other
     pos_scores: Optional[list[float]] = None
     neg_scores: Optional[list[float]] = None
 
@@ -97,6 +100,12 @@ def validate_row(row: Any, where: str) -> Example:
     clash = set(pos) & set(neg)
     if clash:
         raise _fail(where, "neg", f"a negative equals a positive: {next(iter(clash))[:60]!r}")
+    if row.get("label") is not None:
+        label = row["label"]
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise _fail(where, "label", f"must be a string or an integer, got {type(label).__name__}")
+        if isinstance(label, str) and not label.strip():
+            raise _fail(where, "label", "empty string")
     for name in ("task", "instruction"):
         if row.get(name) is not None and not isinstance(row[name], str):
             raise _fail(where, name, f"must be a string, got {type(row[name]).__name__}")
@@ -104,6 +113,7 @@ def validate_row(row: Any, where: str) -> Example:
             _check_unicode(row[name], name, where)
     return Example(query=row["query"], pos=list(pos), neg=list(neg), task=row.get("task"),
                    instruction=row.get("instruction") or None,
+                   label=None if row.get("label") is None else str(row["label"]),
                    pos_scores=_scores(row, "pos_scores", len(pos), where),
                    neg_scores=_scores(row, "neg_scores", len(neg), where))
 

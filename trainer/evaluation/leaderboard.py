@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from trainer.evaluation.tasks import SUITE_FILE
+
 
 FIXED = ("run", "checkpoint", "step")
 
@@ -37,6 +39,9 @@ def collect(run_root: str | Path) -> list[dict[str, Any]]:
         model = json.loads((folder / "model_meta.json").read_text())
         row: dict[str, Any] = {"run": run_root.name, "checkpoint": folder.name, "step": model.get("step")}
         for path in sorted(folder.glob("*.json")):
+            if path.name == SUITE_FILE:  # the mean of main scores over the suite, a column of its own
+                row["suite_average"] = json.loads(path.read_text()).get("suite/average")
+                continue
             if path.name == "model_meta.json":
                 continue
             record = json.loads(path.read_text())

@@ -11,6 +11,7 @@ error there and the next task runs); ``model_meta.json`` describes the checkpoin
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import traceback
 from pathlib import Path
@@ -24,8 +25,8 @@ from trainer.distributed import world
 from trainer.encoding import encode_cached
 from trainer.evaluation import metrics
 from trainer.evaluation.retrieval import RetrievalData, evaluate_retrieval
-from trainer.evaluation.tasks import (LabelledData, PairData, RerankingData, TaskData, check_task_names, fingerprint,
-                                     load_task, task_fingerprint)
+from trainer.evaluation.tasks import (SUITE_FILE, LabelledData, PairData, RerankingData, TaskData, check_task_names,
+                                      fingerprint, load_task, task_fingerprint)
 from trainer.models.encoder import METADATA_FILE, Encoder, load_metadata
 from trainer.run import STEP_DIR, write_json_atomic
 
@@ -269,6 +270,25 @@ def evaluate_checkpoint(checkpoint: str | Path, tasks: Sequence[Mapping[str, Any
     return results
 
 
+def suite_average(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """MTEB-style averages of main scores: ``suite/average`` over tasks, ``suite/kind/<kind>`` per kind,
+    ``suite/tasks`` how many tasks count. Only when every task succeeded (a mean over fewer tasks would not be
+    comparable with another checkpoint's); empty otherwise."""
+    by_kind: dict[str, list[float]] = {}
+    for record in results.values():
+        info = record["embedstill"]
+        splits = [s for s in record["scores"].values() if s]
+        if info.get("status") != "ok" or not splits:
+            return {}
+        by_kind.setdefault(info["kind"], []).append(float(splits[0][0]["main_score"]))
+    values = [v for kind in by_kind.values() for v in kind]
+    if not values:
+        return {}
+    out = {"suite/average": float(np.mean(values)), "suite/tasks": float(len(values))}
+    out.update({f"suite/kind/{kind}": float(np.mean(v)) for kind, v in sorted(by_kind.items())})
+    return out
+
+
 def run_task(task: Mapping[str, Any], embed: Embedder, log: Log, where: str,
              ) -> tuple[Optional[dict[str, float]], Optional[str], bool]:
     """(scores, error, retry) of one task; a failure is logged as ``[eval] <where>: FAILED ...``.
@@ -311,3 +331,28 @@ def all_scores(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
                 out.update({f"{name}/{k}": float(v) for k, v in row.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return out
+
+
+def write_suite_average(out_dir: str | Path, tasks: Sequence[Mapping[str, Any]], log: Log = print,
+                        ) -> dict[str, float]:
+    """Average the result files of ``tasks`` in ``out_dir`` (results of earlier calls included, so a watcher
+    that scored only the missing tasks still averages all of them) into ``out_dir/suite_average.json``; a stale
+    file is removed when some task has no successful result."""
+    out_dir = Path(out_dir)
+    results: dict[str, Any] = {}
+    for task in tasks:
+        try:
+            results[task["name"]] = json.loads(result_file(out_dir, task["name"]).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            results = {}
+            break
+    average = suite_average(results)
+    target = out_dir / SUITE_FILE
+    if not average:
+        target.unlink(missing_ok=True)
+        return average
+    write_json_atomic(target, average)
+    log(f"[eval] {out_dir.name}: suite average {average['suite/average']:.4f} over {average['suite/tasks']:.0f} "
+        "tasks; " + ", ".join(f"{k.rsplit('/', 1)[1]} {v:.4f}" for k, v in average.items()
+                              if k.startswith("suite/kind/")))
+    return average

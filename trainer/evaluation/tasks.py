@@ -166,7 +166,9 @@ def load_task(cfg: Mapping[str, Any]) -> TaskData:
 
 # A task's results are <out>/<name>.json and its plot plots/<name>.png: a name is a plain file name, one per task.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-RESERVED_NAMES = ("model_meta", "run", "checkpoint", "step")  # model_meta.json beside results; leaderboard columns
+SUITE_FILE = "suite_average.json"  # beside the task results: the mean of main scores, overall and per kind
+# model_meta.json and suite_average.json beside results; leaderboard columns
+RESERVED_NAMES = ("model_meta", "suite_average", "run", "checkpoint", "step")
 
 
 def check_task_names(tasks: Sequence[Mapping[str, Any]]) -> None:

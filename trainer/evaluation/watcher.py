@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from trainer.distributed import world
 from trainer.evaluation.leaderboard import WandbSink, update_run_reports
 from trainer.evaluation.runner import (Log, PromptMismatch, all_scores, as_dict, checkpoint_step,
-                                       evaluate_checkpoint, main_score_name, main_scores)
+                                       evaluate_checkpoint, main_score_name, main_scores,
+                                       suite_average, write_suite_average)
 from trainer.evaluation.tasks import check_task_names, check_task_paths, task_fingerprint
 from trainer.models.encoder import METADATA_FILE
 from trainer.run import RunDir, write_json_atomic
@@ -125,6 +126,7 @@ def evaluate_saved(run_root: str | Path, checkpoint: str | Path, tasks: Sequence
         return None
     step = next(iter(results.values()))["embedstill"]["model"]["step"] if results else checkpoint_step(checkpoint, {})
     state.record(checkpoint.name, results, step)
+    write_suite_average(run_root / "eval" / checkpoint.name, tasks, log)  # over every task, earlier ones included
     update_run_reports(run_root)
     if sink is not None:
         sink.log(step, all_scores(results))
@@ -249,6 +251,8 @@ def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
     if failed:
         raise TasksFailed(f"{len(failed)} eval task result(s) failed: {'; '.join(failed)} (see their JSON files)")
     scores = all_scores(results)
+    if cfg.checkpoint:
+        scores.update(suite_average(results))  # eval.metric=suite/average selects the MTEB-style mean
     first = tasks[0]
     metric = cfg.eval.metric or f"{first['name']}/{main_score_name(first)}"
     return scores.get(metric)
@@ -269,6 +273,8 @@ def evaluate_one(cfg: Any, tasks: list[dict[str, Any]], device: str, is_main: bo
                                   allow_no_metadata=cfg.allow_no_metadata, log=log,
                                   corpus_checkpoint=cfg.corpus_checkpoint)
     step = next(iter(results.values()))["embedstill"]["model"]["step"]
+    if is_main:
+        write_suite_average(out, tasks, log)
     if run_root is not None and out == default and is_main:
         EvalState(run_root / "eval").record(checkpoint.name, results, step)
         update_run_reports(run_root)

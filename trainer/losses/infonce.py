@@ -13,7 +13,10 @@ Optional symmetric term (passage -> query over the positives, GTE/"bidirectional
 
 Candidates whose text is a positive of q_i's query text (an in-batch copy of its positive, or the positive of
 another row with the same query text, ``positive_ids``) are masked out of q_i's denominator, else they would be
-false negatives; in the symmetric term, queries with q_i's text are masked out of p_i's. One convention
+false negatives; in the symmetric term, queries with q_i's text are masked out of p_i's. Label tasks
+(classification or clustering as "same label" retrieval) pass label ids: a candidate with q_i's (task, label)
+(``passage_labels[c] == query_labels[i] >= 0``) is a positive too and is masked the same way, in both terms;
+hard negatives carry no label (-1) and stay negatives. One convention
 everywhere: scores are divided by ``temperature``, tau >= 0.01 (``MIN_TEMPERATURE``: a fixed temperature below
 it is refused, a learnable one, stored as log(1/tau), is clamped there and ``temperature`` reports the clamped
 value that is used).
@@ -63,6 +66,7 @@ class InfoNCE(nn.Module):
 
     def forward(self, query: torch.Tensor, passages: torch.Tensor, passage_ids: Optional[torch.Tensor] = None,
                 positive_ids: Optional[torch.Tensor] = None, query_ids: Optional[torch.Tensor] = None,
+                query_labels: Optional[torch.Tensor] = None, passage_labels: Optional[torch.Tensor] = None,
                 ) -> torch.Tensor:
         """query (B, D), passages (B*(1+k), D) -> scalar loss.
 
@@ -70,6 +74,8 @@ class InfoNCE(nn.Module):
             passage_ids: (B*(1+k),) text ids of ``passages``; in-batch copies of a positive are masked.
             positive_ids: (B, P) text ids of every positive of each query's text (padded with -1); masked too.
             query_ids: (B,) text ids of the queries; the symmetric term masks other queries with the same text.
+            query_labels: (B,) label ids of the queries (-1: none); passage_labels: (B*(1+k),) label ids of the
+                passages (a positive has its query's label, a hard negative -1). Same-label candidates are masked.
         """
         batch = query.shape[0]
         group = passages.shape[0] // batch  # 1 + k
@@ -85,12 +91,18 @@ class InfoNCE(nn.Module):
             positives = own if positive_ids is None else torch.cat([own, positive_ids.to(own)], dim=1)  # (B, 1+P)
             scores = scores.masked_fill(self._false_negatives(gather_no_grad(passage_ids), positives, labels),
                                         float("-inf"))
+        labelled = self.mask_duplicate_positives and query_labels is not None and passage_labels is not None
+        if labelled:
+            scores = scores.masked_fill(same_label(query_labels, gather_no_grad(passage_labels), labels), float("-inf"))
         loss = F.cross_entropy(scores.float(), labels)
         if self.symmetric:
             p2q = passages[::group] @ gather_with_grad(query).T * self.scale()  # (B, W*B)
             if self.mask_duplicate_positives and query_ids is not None:
                 p2q = p2q.masked_fill(self._false_negatives(gather_no_grad(query_ids), query_ids.unsqueeze(1),
                                                             labels // group), float("-inf"))
+            if labelled:  # p_i carries q_i's label: queries of that label are not its negatives
+                p2q = p2q.masked_fill(same_label(query_labels, gather_no_grad(query_labels), labels // group),
+                                      float("-inf"))
             loss = (loss + F.cross_entropy(p2q.float(), labels // group)) / 2
         return loss
 
@@ -102,3 +114,14 @@ class InfoNCE(nn.Module):
             mask |= candidates.unsqueeze(0) == column.unsqueeze(1)
         mask[torch.arange(len(labels), device=labels.device), labels] = False  # keep the positive itself
         return mask
+
+
+def same_label(row_labels: torch.Tensor, candidate_labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool: candidate c has row i's label (ids >= 0; -1 matches nothing), except column ``keep[i]``.
+
+    Args:
+        row_labels: (B,) label id per row; candidate_labels: (N,); keep: (B,) each row's own positive column.
+    """
+    mask = (candidate_labels.unsqueeze(0) == row_labels.unsqueeze(1)) & (row_labels.unsqueeze(1) >= 0)  # (B, N)
+    mask[torch.arange(len(keep), device=keep.device), keep] = False
+    return mask

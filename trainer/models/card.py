@@ -247,6 +247,32 @@ def _prompts_section(meta: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _instructions_section(meta: dict[str, Any], ref: str) -> list[str]:
+    """The instructions the model was trained with, per task, and a call with one of them (instruction models)."""
+    prompts = meta["encoder"].get("prompts") or {}
+    template, instructions = prompts.get("instruction_template"), prompts.get("instructions") or {}
+    if not template or not instructions:
+        return []
+    paraphrases, symmetric = prompts.get("instruction_paraphrases") or {}, set(prompts.get("symmetric_tasks") or [])
+    lines = ["## Instructions", "",
+             "One text is embedded differently per task: put the task's instruction before it. The first instruction "
+             "of each task is the one its prompt name carries and evaluation used; training also drew from the "
+             "others (paraphrases). Tasks marked *both sides* embed both texts (e.g. two reviews) with the "
+             "instruction; the others embed only the query with it and documents with the document prompt.", "",
+             "| task | instruction | paraphrases also trained with | both sides |", "|---|---|---|---|"]
+    for task, first in sorted(instructions.items()):
+        others = "; ".join(_cell(t) for t in (paraphrases.get(task) or [first])[1:]) or "-"
+        lines.append(f"| `{task}` | {_cell(first)} | {others} | {'yes' if task in symmetric else 'no'} |")
+    task = sorted(symmetric & set(instructions))[0] if symmetric & set(instructions) else sorted(instructions)[0]
+    prompt = template.replace("{instruction}", instructions[task]).removesuffix("{text}")
+    lines += ["", "```python", "from sentence_transformers import SentenceTransformer", "",
+              f'model = SentenceTransformer("{ref}")',
+              'texts = ["A comic gem with some serious sparkles.", "A tedious, joyless two hours."]',
+              f"embeddings = model.encode(texts, prompt={prompt!r})",
+              f'# the same as model.encode_query(texts, prompt_name="{task}")', "```", ""]
+    return lines
+
+
 def _scores_section(results: list[dict[str, Any]], base: dict[str, float], step: Any) -> list[str]:
     lines = ["## Evaluation", ""]
     if not results:
@@ -323,6 +349,7 @@ def model_card(folder: Path, location: Optional[Path] = None, repo_id: Optional[
              "sentence-transformers and transformers; queries and passages get their own prompts and lengths.")
     lines = ["---", data.to_yaml(), "---", "", f"# {name}", "", intro, "",
              *_usage(meta, repo_id or _local_ref(location)), *_prompts_section(meta),
+             *_instructions_section(meta, repo_id or _local_ref(location)),
              *_scores_section(results, base, meta.get("step")), *_training_section(meta, config, run)]
     if data.license:
         lines += ["## License", "", f"{data.license}, the license of the base model.", ""]

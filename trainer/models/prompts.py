@@ -5,7 +5,11 @@
 
 Queries get either a plain prefix (``query: ``) or, when an instruction is known (from the row or from the
 task's entry in ``instructions``) and a template is set, ``template.format(instruction=..., text=...)``.
-Passages get their prefix only. ``format`` returns the full text and the length in characters of the prompt
+Passages get their prefix only. A task may list several instructions (paraphrases): the first is the task's
+instruction (evaluation, export, the model card), training draws from all of them (``instruction_paraphrases``).
+``symmetric_tasks`` names tasks whose two texts are of one kind (review and review): their passages are encoded
+as queries, instruction included, at training and at evaluation (E5's convention for symmetric tasks).
+``format`` returns the full text and the length in characters of the prompt
 part, so pooling can skip prompt tokens.
 """
 from __future__ import annotations
@@ -19,7 +23,9 @@ class PromptSpec:
     query_prefix: str = ""
     passage_prefix: str = ""
     instruction_template: Optional[str] = None
-    instructions: dict[str, str] = field(default_factory=dict)
+    instructions: dict[str, str] = field(default_factory=dict)  # task -> its (first) instruction
+    instruction_paraphrases: dict[str, list[str]] = field(default_factory=dict)  # task -> all, first included
+    symmetric_tasks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         template = self.instruction_template
@@ -53,11 +59,18 @@ class PromptSpec:
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> "PromptSpec":
+        """From a model config (``instructions``: task -> one instruction or a list of paraphrases, first one
+        used for evaluation) or from saved metadata (``instructions`` plus ``instruction_paraphrases``)."""
+        instructions, paraphrases = split_instructions(cfg.get("instructions") or {})
+        for task, texts in (cfg.get("instruction_paraphrases") or {}).items():
+            paraphrases[task] = [str(t) for t in texts]
         return cls(
             query_prefix=cfg.get("query_prefix", "") or "",
             passage_prefix=cfg.get("passage_prefix", "") or "",
             instruction_template=cfg.get("instruction_template"),
-            instructions=dict(cfg.get("instructions") or {}),
+            instructions=instructions,
+            instruction_paraphrases=paraphrases,
+            symmetric_tasks=[str(t) for t in cfg.get("symmetric_tasks") or []],
         )
 
     def sentence_transformers_prompts(self) -> dict[str, str]:
@@ -66,3 +79,17 @@ class PromptSpec:
         for task, instruction in sorted(self.instructions.items()):
             prompts[task] = self.prompt("query", instruction)
         return prompts
+
+
+def split_instructions(value: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """task -> str | [str, ...]  ->  (task -> first instruction, task -> all of them for tasks listing several)."""
+    first: dict[str, str] = {}
+    paraphrases: dict[str, list[str]] = {}
+    for task, entry in value.items():
+        texts = [entry] if isinstance(entry, str) else [t for t in entry]
+        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"model.instructions.{task}: must be a non-empty string or a list of them, got {entry!r}")
+        first[str(task)] = texts[0]
+        if len(texts) > 1:
+            paraphrases[str(task)] = list(texts)
+    return first, paraphrases

@@ -6,7 +6,9 @@
   - with cached teacher embeddings (``teacher_query``/``teacher_passage`` in the batch): each local query against
     every passage of the gathered batch, (B, W*B*(1+k)); the positive of query i sits at column (offset+i)*(1+k);
   - with pair scores only (``teacher_scores`` (B, 1+k)): each query against its own [positive, negatives], column 0.
-Student scores are dot products of its embeddings (cosines when normalised); gathering goes through
+Same-label candidates of label tasks (``query_labels`` / ``passage_labels``) are masked with -inf in the student
+scores, so they drop out of both distributions (listwise KL) and of the margins (MarginMSE), as in the contrastive
+loss. Student scores are dot products of its embeddings (cosines when normalised); gathering goes through
 ``trainer.distributed`` (with gradients for the student, without for the teacher).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import nn
 
 from trainer.distributed import gather_no_grad, gather_with_grad, local_offset
 from trainer.losses.embedding_distill import EmbeddingDistill
+from trainer.losses.infonce import same_label
 from trainer.losses.listwise_kl import ListwiseKL
 from trainer.losses.margin_mse import MarginMSE
 from trainer.losses.similarity_distill import SimilarityDistill
@@ -38,6 +41,9 @@ def candidate_scores(query: torch.Tensor, passages: torch.Tensor, batch: dict[st
         student = query @ all_passages.T  # (B, W*B*(1+k))
         teacher = batch["teacher_query"].float() @ all_teacher.T  # (B, W*B*(1+k))
         labels = (local_offset(size) + torch.arange(size, device=query.device)) * group
+        if batch.get("query_labels") is not None and batch.get("passage_labels") is not None:
+            mask = same_label(batch["query_labels"], gather_no_grad(batch["passage_labels"]), labels)  # (B, C)
+            student = student.masked_fill(mask, float("-inf"))
         return student, teacher, labels
     if "teacher_scores" in batch:
         student = (query.unsqueeze(1) * passages.view(size, group, -1)).sum(-1)  # (B, 1+k)

@@ -224,7 +224,7 @@ if __name__ == "__main__":
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         config = compose(config_name="train", overrides=sys.argv[1:])
     rows, report = load_examples(list(config.data.train_files), config.data.format, config.data.on_error,
-                                 config.data.max_rows)
+                                 config.data.max_rows, max_rows_per_file=config.data.max_rows_per_file)
     print(f"data: {report.summary()}")
     built = build_teacher_targets(config, rows)
     print("no teacher targets to build" if built is None else f"teacher targets ready: dim {built.dim}")
