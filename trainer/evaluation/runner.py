@@ -27,6 +27,7 @@ from trainer.evaluation.retrieval import RetrievalData, evaluate_retrieval
 from trainer.evaluation.tasks import (LabelledData, PairData, RerankingData, TaskData, check_task_names, fingerprint,
                                      load_task, task_fingerprint)
 from trainer.models.encoder import METADATA_FILE, Encoder, load_metadata
+from trainer.runtime import pick_device  # noqa: F401 (re-exported)
 from trainer.run import STEP_DIR, write_json_atomic
 
 Log = Callable[[str], None]
@@ -34,12 +35,6 @@ Log = Callable[[str], None]
 
 class PromptMismatch(ValueError):
     """A task asks for prompts the checkpoint was not trained with."""
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_checkpoint(path: str | Path, device: str = "auto", allow_no_metadata: bool = False,

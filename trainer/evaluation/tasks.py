@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from trainer.encoding import stable_hash
 from trainer.evaluation.retrieval import RetrievalData, load_beir
-from trainer.io import read_jsonl
+from trainer.io import SAFE_NAME, read_jsonl
 
 KINDS = ("retrieval", "sts", "classification", "clustering", "pair_classification", "reranking")
 
@@ -165,7 +165,6 @@ def load_task(cfg: Mapping[str, Any]) -> TaskData:
 
 
 # A task's results are <out>/<name>.json and its plot plots/<name>.png: a name is a plain file name, one per task.
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RESERVED_NAMES = ("model_meta", "run", "checkpoint", "step")  # model_meta.json beside results; leaderboard columns
 
 

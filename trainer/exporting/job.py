@@ -22,7 +22,8 @@ from trainer.evaluation.tasks import load_task
 from trainer.exporting.card import model_card
 from trainer.exporting.graphs import MODEL, MODEL_INT8, onnx_encoder, write_graphs
 from trainer.exporting.onnx_model import OnnxEncoder
-from trainer.models.checkpoint import atomic_dir, read_metadata
+from trainer.io import atomic_dir
+from trainer.models.checkpoint import read_metadata
 from trainer.models.encoder import METADATA_FILE, Encoder
 
 REQUIRED_ENCODER_KEYS = ("pooling", "normalize", "max_length_query", "max_length_passage", "prompts")

@@ -34,6 +34,7 @@ from trainer.mining.report import atomic_write_text, jsonl_lines, score_summary,
 from trainer.mining.select import RULES, candidate_mask, mask_columns, sample, sample_top
 from trainer.mining.teacher import build_teacher, teacher_cache_keys, teacher_filter
 from trainer.models.encoder import METADATA_FILE, Encoder
+from trainer.runtime import setup_processes
 
 log = logging.getLogger(__name__)
 
@@ -250,19 +251,6 @@ def output_rows(examples: Sequence[Example], res: MineResult, keep_existing: boo
     return rows
 
 
-def processes() -> tuple[Any, bool]:
-    """(device, is main process). Under ``accelerate launch``/``torchrun`` this joins the process group, so
-    encoding is sharded; a single process gets the GPU when there is one."""
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        state = PartialState()
-        return state.device, state.is_main_process
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu"), True
-
-
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for a bulk job.
@@ -321,7 +309,7 @@ def _run(cfg: Any) -> dict[str, Any]:
         torch.set_num_threads(cfg.num_threads)
     started = time.perf_counter()
     refuse_overwriting_inputs(cfg)
-    device, main = processes()
+    device, main = setup_processes()
     examples, load_report = load_examples(list(cfg.input_files), on_error=cfg.on_error, max_rows=cfg.max_rows)
     corpus = load_corpus(cfg.corpus_file) if cfg.corpus_file else default_corpus(examples)
     encoder = load_miner(cfg.model).to(device)
