@@ -36,7 +36,9 @@ def main_metric_name(cfg: DictConfig) -> Optional[str]:
     """The metric ``train`` returns (as ``Evaluator.main_metric``)."""
     if cfg.eval.get("metric"):
         return cfg.eval.metric
-    return f"{cfg.eval.tasks[0].name}/{cfg.eval.tasks[0].main_score}" if cfg.eval.tasks else None
+    from trainer.evaluation.kinds import main_metric
+
+    return main_metric(cfg.eval.tasks[0]) if cfg.eval.tasks else None
 
 
 def run_trial(cfg: DictConfig, fn: Callable[[DictConfig], Optional[float]]) -> Optional[float]:

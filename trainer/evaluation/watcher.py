@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from trainer.distributed import world
 from trainer.evaluation.leaderboard import WandbSink, update_run_reports
 from trainer.evaluation.runner import (Log, PromptMismatch, all_scores, as_dict, checkpoint_step,
-                                       evaluate_checkpoint, main_score_name, main_scores)
+                                       evaluate_checkpoint, main_scores)
+from trainer.evaluation.kinds import main_metric
 from trainer.evaluation.tasks import check_task_names, check_task_paths, task_fingerprint
 from trainer.models.encoder import METADATA_FILE
 from trainer.run import RunDir, write_json_atomic
@@ -231,7 +232,7 @@ def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
         raise TasksFailed(f"{len(failed)} eval task result(s) failed: {'; '.join(failed)} (see their JSON files)")
     scores = all_scores(results)
     first = tasks[0]
-    metric = cfg.eval.metric or f"{first['name']}/{main_score_name(first)}"
+    metric = cfg.eval.metric or main_metric(first)
     return scores.get(metric)
 
 
