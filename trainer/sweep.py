@@ -219,7 +219,21 @@ def plot_objective(trials: list[dict[str, Any]], keys: list[str], metric: str, p
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m trainer.sweep <sweep_dir>``: rebuild a sweep's summary from its trials' run dirs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m trainer.sweep",
+                                     description="Rebuild summary.csv, summary.md and summary.png of a sweep from "
+                                                 "its trials' run dirs (a sweep itself runs as python -m "
+                                                 "trainer.train -m hparams_search=<name>).")
+    parser.add_argument("sweep_dir", type=Path, help="the sweep's folder, e.g. runs/<name>-sweep")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir}: no such folder")
+    print(write_summary(args.sweep_dir))
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m trainer.sweep <sweep_dir>")
-    print(write_summary(Path(sys.argv[1])))
+    sys.exit(main())
