@@ -134,7 +134,7 @@ class Evaluator:
         for task, data in self.tasks:
             scores = score_task(task, data, encoder_embed(encoder, task, self.cfg.batch_size))
             if task.kind == "retrieval" and self.cfg.get("matryoshka_dims"):
-                from trainer.losses.matryoshka import matryoshka_retrieval
+                from trainer.evaluation.retrieval import matryoshka_retrieval
 
                 scores.update(matryoshka_retrieval(encoder, data, list(self.cfg.matryoshka_dims),
                                                    self.cfg.batch_size, task=task.task))
