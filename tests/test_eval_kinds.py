@@ -109,3 +109,22 @@ def test_a_new_kind_is_one_registration(tmp_path: Path) -> None:
             load_task({"name": "x", "kind": "nope", "path": "p"})
     finally:
         kinds._KINDS.pop("toy_norm")
+
+
+def test_watcher_scores_the_readme_sts_task_of_every_checkpoint(e5_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    from hydra import compose, initialize_config_dir
+
+    from trainer.config import CONF_DIR, register_configs
+    from trainer.evaluation.watcher import run_from_config
+
+    task = sts_task(tmp_path)
+    run_dir = e5_checkpoint.parent.parent
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=[
+            f"run_dir={run_dir}", f"eval.tasks=[{{name: mine, kind: sts, path: '{task['path']}'}}]", "device=cpu"])
+    value = run_from_config(cfg, log=lambda _: None)
+    record = json.loads((run_dir / "eval" / e5_checkpoint.name / "mine.json").read_text())
+    assert record["embedstill"]["main_score_name"] == "cosine_spearman"
+    (rows,) = record["scores"].values()
+    assert value == rows[0]["main_score"] == rows[0]["cosine_spearman"]
