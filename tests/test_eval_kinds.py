@@ -128,3 +128,16 @@ def test_watcher_scores_the_readme_sts_task_of_every_checkpoint(e5_checkpoint: P
     assert record["embedstill"]["main_score_name"] == "cosine_spearman"
     (rows,) = record["scores"].values()
     assert value == rows[0]["main_score"] == rows[0]["cosine_spearman"]
+
+
+def test_training_evaluates_the_readme_sts_task_appended_to_eval_tasks(compose: Any, tiny_data: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    from trainer.loop import train
+
+    task = sts_task(tmp_path)
+    cfg = compose(f"eval.tasks=[{{name: tiny, path: '{tiny_data['beir']}', kind: retrieval}}, "
+                  f"{{name: mine, kind: sts, path: '{task['path']}'}}]", "train.max_steps=2", "eval.metric=null")
+    value = train(cfg)
+    evals = [json.loads(line) for line in (Path(cfg.run_dir) / "eval.jsonl").read_text().splitlines()]
+    assert evals and "mine/cosine_spearman" in evals[-1] and "tiny/ndcg_at_10" in evals[-1]
+    assert value == evals[-1]["tiny/ndcg_at_10"]  # the first task's main score is what train() returns
