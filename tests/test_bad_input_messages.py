@@ -28,7 +28,8 @@ def test_mining_corpus_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> N
 
 
 def test_task_file_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
-    from trainer.evaluation.tasks import TaskFileError, load_task
+    from trainer.evaluation.kinds import load_task
+    from trainer.evaluation.tasks import TaskFileError
 
     path = tmp_path / "sts.jsonl"
     path.write_bytes(b'{"sentence1": "a", "sentence2": "b", "score": 1}\n{"sentence1": "\xff"}\n')

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from conftest import make_rows, write_beir, write_jsonl
-from trainer.evaluation.tasks import TaskFileError, load_task
+from trainer.evaluation.kinds import load_task
+from trainer.evaluation.tasks import TaskFileError
 
 
 def test_classification_never_scores_its_training_rows(tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ from sklearn.metrics import label_ranking_average_precision_score, ndcg_score
 
 from conftest import write_beir, write_jsonl, make_rows
 from trainer.evaluation import metrics
+from trainer.evaluation.kinds import load_task
 from trainer.evaluation.retrieval import retrieval_metrics
-from trainer.evaluation.tasks import TaskFileError, load_task
+from trainer.evaluation.tasks import TaskFileError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -92,7 +92,7 @@ def test_every_imported_package_is_declared() -> None:
 def test_logger_wandb_without_wandb_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from omegaconf import OmegaConf
 
-    from trainer.logging import MetricsLogger
+    from trainer.metrics_logger import MetricsLogger
     from trainer.run import RunDir
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed: `import wandb` raises ImportError

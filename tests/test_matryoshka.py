@@ -40,8 +40,8 @@ def test_matryoshka_is_weighted_mean_over_renormalised_prefixes() -> None:
 
 def test_config_wires_loss_and_evaluation(compose, tiny_data: dict[str, Path]) -> None:
     from trainer.build import build_encoder, build_objective
-    from trainer.evaluation.retrieval import load_beir
-    from trainer.losses.matryoshka import Matryoshka, matryoshka_retrieval
+    from trainer.evaluation.retrieval import load_beir, matryoshka_retrieval
+    from trainer.losses.matryoshka import Matryoshka
 
     cfg = compose("loss=matryoshka", "loss.matryoshka_dims=[8,16]")
     assert list(cfg.eval.matryoshka_dims) == [8, 16]  # the evaluator follows the loss

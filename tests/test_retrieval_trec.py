@@ -86,7 +86,7 @@ def identical_id_data(root: Path) -> RetrievalData:
 
 
 def test_identical_ids_are_never_retrieved_and_the_rest_equals_pytrec_eval(tmp_path: Path) -> None:
-    from trainer.evaluation.tasks import load_task
+    from trainer.evaluation.kinds import load_task
 
     data = identical_id_data(tmp_path)
     assert data.ignore_identical_ids

@@ -115,7 +115,7 @@ def test_resume_from_a_state_outside_its_run_dir_checks_the_config_and_writes_pr
 
 
 def test_wandb_respects_wandb_mode_disabled(compose, monkeypatch: pytest.MonkeyPatch) -> None:
-    from trainer.logging import MetricsLogger
+    from trainer.metrics_logger import MetricsLogger
     from trainer.run import RunDir
 
     monkeypatch.setenv("WANDB_MODE", "disabled")

@@ -13,7 +13,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.data.dataset import Collator, ContrastiveDataset, UniqueBatchSampler, load_examples
-from trainer.evaluation.retrieval import evaluate_retrieval
 from trainer.models.encoder import Encoder
 from trainer.objective import Objective
 
@@ -124,30 +123,24 @@ class Evaluator:
     """Runs the configured eval tasks on an encoder; returns ``{"<task>/<metric>": value}``."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        from trainer.evaluation.tasks import check_task_names, load_task
+        from trainer.evaluation.kinds import load_task
+        from trainer.evaluation.tasks import check_task_names
 
         check_task_names(cfg.tasks)
         self.cfg = cfg
         self.tasks = [(task, load_task(task)) for task in cfg.tasks]
 
     def __call__(self, encoder: Encoder) -> dict[str, float]:
-        from trainer.evaluation.runner import score_task
+        from trainer.evaluation.kinds import encoder_embed, score_task
 
         results: dict[str, float] = {}
         for task, data in self.tasks:
-            if task.kind == "retrieval":
-                scores = evaluate_retrieval(encoder, data, self.cfg.batch_size, task=task.task)
-                if self.cfg.get("matryoshka_dims"):
-                    from trainer.losses.matryoshka import matryoshka_retrieval
+            scores = score_task(task, data, encoder_embed(encoder, task, self.cfg.batch_size))
+            if task.kind == "retrieval" and self.cfg.get("matryoshka_dims"):
+                from trainer.evaluation.retrieval import matryoshka_retrieval
 
-                    scores.update(matryoshka_retrieval(encoder, data, list(self.cfg.matryoshka_dims),
-                                                       self.cfg.batch_size, task=task.task))
-            else:
-                def embed(texts: Any, side: str, task: Any = task) -> Any:
-                    return encoder.encode(list(texts), side=side, batch_size=self.cfg.batch_size,
-                                          task=task.task if side == "query" else None)
-
-                scores = score_task(task, data, embed)
+                scores.update(matryoshka_retrieval(encoder, data, list(self.cfg.matryoshka_dims),
+                                                   self.cfg.batch_size, task=task.task))
             results.update({f"{task.name}/{k}": v for k, v in scores.items()})
         return results
 
@@ -155,8 +148,7 @@ class Evaluator:
         if self.cfg.metric:
             return self.cfg.metric
         if self.tasks:
-            from trainer.evaluation.runner import main_score_name
+            from trainer.evaluation.kinds import main_metric
 
-            task = self.tasks[0][0]
-            return f"{task.name}/{main_score_name(task)}"
+            return main_metric(self.tasks[0][0])
         return None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, OmegaConf
 
 
@@ -351,6 +352,15 @@ class PushConfig:
     dry_run: bool = False  # card and checks only: nothing is sent
 
 
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
+
+
+def job_dir(default: str) -> str:
+    """Resolver ``${job_dir:...}``: Hydra's job output dir in multirun, else ``default``."""
+    return HydraConfig.get().runtime.output_dir if in_multirun() else default
+
+
 def register_configs() -> None:
     """Register the schema and the ``${asset:NAME}`` resolver (idempotent)."""
     from trainer.assets import asset
@@ -358,8 +368,6 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset)
     if not OmegaConf.has_resolver("job_dir"):
-        from trainer.sweep import job_dir  # Hydra's job dir in multirun (each sweep trial its own run dir)
-
         OmegaConf.register_new_resolver("job_dir", job_dir)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)

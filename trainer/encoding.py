@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -29,7 +28,9 @@ from tqdm.auto import tqdm
 
 from trainer.data.dataset import text_id
 from trainer.distributed import gather_no_grad, world
+from trainer.io import atomic_write_bytes, save_npz_atomic  # noqa: F401 (save_npz_atomic re-exported)
 from trainer.models.encoder import Encoder
+from trainer.runtime import PRECISIONS, autocast_dtype, native_cpu_bf16  # noqa: F401 (re-exported)
 
 CACHE_VERSION = 1
 log = logging.getLogger(__name__)
@@ -96,37 +97,6 @@ def text_keys(texts: Sequence[str], instructions: Optional[Sequence[Optional[str
         return np.fromiter((text_id(t) for t in texts), dtype=np.int64, count=len(texts))
     return np.fromiter((text_id(t if i is None else f"{i}\x00{t}") for t, i in zip(texts, instructions)),
                        dtype=np.int64, count=len(texts))
-
-
-PRECISIONS = ("auto", "fast", "float32", "bfloat16")
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
-    """The autocast dtype for encoding on ``device`` (None = float32).
-
-    ``auto``: bf16 on CUDA, float32 elsewhere. ``fast``: bf16 wherever the hardware computes it natively (CUDA,
-    or a CPU with AVX512-BF16/AMX through oneDNN), else float32 -- for stages such as mining where ranking, not
-    the last digits, matters. ``float32`` / ``bfloat16``: as named.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "float32":
-        return None
-    if precision == "bfloat16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16
-    if precision == "fast" and device.type == "cpu" and native_cpu_bf16():
-        return torch.bfloat16
-    return None
-
-
-def native_cpu_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run natively (a cold ``bench/mine.py`` run: 1.66x float32's speed). On
-    other CPUs oneDNN would emulate bf16, which is slower than float32."""
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return torch.backends.mkldnn.is_available() and any(check() for check in checks if check is not None)
 
 
 class EmbeddingCache:
@@ -212,33 +182,12 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "meta.json"
         if not meta.exists():
-            _atomic_write_bytes(meta, json.dumps(self.settings, indent=2).encode())
+            atomic_write_bytes(meta, json.dumps(self.settings, indent=2).encode())
         n = len(self._chunks())
         while (self.dir / f"chunk-{n:06d}.npz").exists():
             n += 1
         save_npz_atomic(self.dir / f"chunk-{n:06d}.npz", ids=np.asarray(keys, dtype=np.int64),
                         emb=np.asarray(embeddings, dtype=np.float32))
-
-
-def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """``np.savez`` to a temp file in the same folder, then rename: a killed run leaves the previous file or none,
-    never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def check_embeddings(emb: np.ndarray, texts: Sequence[str], what: str = "") -> None:

@@ -27,7 +27,7 @@ from trainer.build import Evaluator, build_data, build_encoder, build_objective,
 from trainer.checkpointing import Checkpointer, TrainState, remined_state, resolve_resume
 from trainer.config import check_train_config
 from trainer.gradcache import cached_step
-from trainer.logging import MetricsLogger
+from trainer.metrics_logger import MetricsLogger
 from trainer.planner import make_plan
 from trainer.run import RunDir, step_name
 from trainer.runlock import RunLock

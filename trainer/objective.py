@@ -13,13 +13,17 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from trainer.losses.base import ContrastiveLoss
 from trainer.models.encoder import Encoder
 
 
 class Objective(nn.Module):
-    def __init__(self, encoder: Encoder, contrastive: nn.Module, distill: Optional[nn.ModuleDict] = None) -> None:
+    def __init__(self, encoder: Encoder, contrastive: ContrastiveLoss, distill: Optional[nn.ModuleDict] = None) -> None:
         super().__init__()
         self.encoder = encoder
+        if not isinstance(contrastive, ContrastiveLoss):
+            raise TypeError(f"the contrastive loss {type(contrastive).__name__} lacks weight or temperature "
+                            "(trainer/losses/base.py: ContrastiveLoss)")
         self.contrastive = contrastive
         # Distillation losses (trainer.teachers.distill): their projections train with the encoder and are part
         # of the resume state; exported checkpoints hold the encoder only.

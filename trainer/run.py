@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
 import shutil
@@ -23,6 +22,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
+
+from trainer.io import atomic_write_json as write_json_atomic  # noqa: F401 (the name callers use)
+from trainer.io import atomic_write_text
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 PACKAGES = ("embedstill", "torch", "transformers", "tokenizers", "accelerate", "datasets", "peft", "faiss-cpu",
@@ -74,12 +76,6 @@ def package_versions() -> dict[str, Optional[str]]:
         except importlib_metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class RunDir:
@@ -138,9 +134,7 @@ class RunDir:
             path = self.root / name
             if path.exists():
                 kept = [line for line, record in read_records(path, log) if record.get("step", 0) <= step]
-                tmp = path.with_name(f".tmp-{name}")
-                tmp.write_text("".join(kept))
-                os.replace(tmp, path)
+                atomic_write_text(path, kept)
 
     # ---- complete step folders (state/ and checkpoints/) ----------------------------------------
     @staticmethod

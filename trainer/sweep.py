@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -26,30 +25,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from trainer.config import CONF_DIR, in_multirun
+from trainer.io import atomic_write_bytes, atomic_write_text
+
 TRIAL_FILE = "trial.json"
 SWEEP_FILE = "sweep.json"  # swept keys and direction, written before the first trial
-
-
-def _write_atomic(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_bytes(data if isinstance(data, bytes) else data.encode())
-    os.replace(tmp, path)
-
-
-def in_multirun() -> bool:
-    return HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
-
-
-def job_dir(default: str) -> str:
-    """Resolver ``${job_dir:...}``: Hydra's job output dir in multirun, else ``default``."""
-    return HydraConfig.get().runtime.output_dir if in_multirun() else default
 
 
 def main_metric_name(cfg: DictConfig) -> Optional[str]:
     """The metric ``train`` returns (as ``Evaluator.main_metric``)."""
     if cfg.eval.get("metric"):
         return cfg.eval.metric
-    return f"{cfg.eval.tasks[0].name}/{cfg.eval.tasks[0].main_score}" if cfg.eval.tasks else None
+    from trainer.evaluation.kinds import main_metric
+
+    return main_metric(cfg.eval.tasks[0]) if cfg.eval.tasks else None
 
 
 def run_trial(cfg: DictConfig, fn: Callable[[DictConfig], Optional[float]]) -> Optional[float]:
@@ -67,14 +56,14 @@ def run_trial(cfg: DictConfig, fn: Callable[[DictConfig], Optional[float]]) -> O
         value = fn(cfg)
     except Exception as err:  # noqa: BLE001 - a trial's failure is data for the sweep, not the end of it
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run_dir / TRIAL_FILE, json.dumps({**record, "status": "failed", "objective": None,
-                                                        "error": f"{type(err).__name__}: {err}",
-                                                        "traceback": traceback.format_exc()}, indent=2))
+        atomic_write_text(run_dir / TRIAL_FILE, json.dumps({**record, "status": "failed", "objective": None,
+                                                             "error": f"{type(err).__name__}: {err}",
+                                                             "traceback": traceback.format_exc()}, indent=2))
         traceback.print_exc()
         if "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")):
             raise
         return float("nan")
-    _write_atomic(run_dir / TRIAL_FILE, json.dumps({**record, "status": "ok", "objective": value}, indent=2))
+    atomic_write_text(run_dir / TRIAL_FILE, json.dumps({**record, "status": "ok", "objective": value}, indent=2))
     return value
 
 
@@ -92,8 +81,6 @@ def swept_keys(config: DictConfig) -> list[str]:
 
 def check_swept_keys(config: DictConfig) -> None:
     """Fail before the first trial when a swept key is not in the composed config (config groups excepted)."""
-    from trainer.config import CONF_DIR
-
     missing = [k for k in swept_keys(config)
                if OmegaConf.select(config, k, default="<missing>") == "<missing>" and not (CONF_DIR / k).is_dir()]
     if missing:
@@ -110,8 +97,9 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         direction = OmegaConf.select(config, "hydra.sweeper.direction", default="maximize")
-        _write_atomic(sweep_dir / SWEEP_FILE, json.dumps({"swept": swept_keys(config), "direction": str(direction),
-                                                          "overrides": list(config.hydra.overrides.task)}, indent=2))
+        atomic_write_text(sweep_dir / SWEEP_FILE, json.dumps({"swept": swept_keys(config), "direction": str(direction),
+                                                               "overrides": list(config.hydra.overrides.task)},
+                                                              indent=2))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         print(write_summary(Path(config.hydra.sweep.dir)))
@@ -189,13 +177,13 @@ def write_summary(sweep_dir: Path) -> str:
              t["run_dir"], t["error"]] for i, t in enumerate(ranked)]
     buffer = io.StringIO()
     csv.writer(buffer).writerows([header, *rows])
-    _write_atomic(sweep_dir / "summary.csv", buffer.getvalue())
+    atomic_write_text(sweep_dir / "summary.csv", buffer.getvalue())
     md = [f"Sweep {sweep_dir} ({direction} {metric}; {sum(t['status'] == 'ok' for t in trials)}/{len(trials)} "
           "trials ok)", "", "| " + " | ".join(header[:-2] + ["error"]) + " |", "|" + "---|" * (len(header) - 1)]
     md += ["| " + " | ".join(str(c).replace("|", "/").replace("\n", " ")[:80] for c in row[:-2] + [row[-1]]) + " |"
            for row in rows]
     text = "\n".join(md) + "\n"
-    _write_atomic(sweep_dir / "summary.md", text)
+    atomic_write_text(sweep_dir / "summary.md", text)
     plot_objective(trials, keys, metric, sweep_dir / "summary.png")
     return text
 
@@ -228,10 +216,24 @@ def plot_objective(trials: list[dict[str, Any]], keys: list[str], metric: str, p
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    _write_atomic(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m trainer.sweep <sweep_dir>``: rebuild a sweep's summary from its trials' run dirs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m trainer.sweep",
+                                     description="Rebuild summary.csv, summary.md and summary.png of a sweep from "
+                                                 "its trials' run dirs (a sweep itself runs as python -m "
+                                                 "trainer.train -m hparams_search=<name>).")
+    parser.add_argument("sweep_dir", type=Path, help="the sweep's folder, e.g. runs/<name>-sweep")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir}: no such folder")
+    print(write_summary(args.sweep_dir))
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m trainer.sweep <sweep_dir>")
-    print(write_summary(Path(sys.argv[1])))
+    sys.exit(main())

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from trainer.config import EvalTaskConfig
 from trainer.domain.corpus import CorpusReport, read_documents
 from trainer.domain.pseudo import make_pairs
+from trainer.evaluation.kinds import main_metric
 from trainer.evaluation.tasks import check_task_names
 from trainer.run import write_json_atomic
 
@@ -152,7 +153,7 @@ def finish(cfg: DictConfig, report: dict[str, Any]) -> float:
 
     run_dir, data_dir = Path(cfg.run_dir), Path(cfg.run_dir) / "domain_data"
     evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines() if line.strip()]
-    keys = [f"{t.name}/{t.main_score}" for t in cfg.eval.tasks]
+    keys = [main_metric(t) for t in cfg.eval.tasks]
     report["test"] = {"base": {k: evals[0][k] for k in keys}, "adapted": {k: evals[-1][k] for k in keys}}
     final = json.loads((run_dir / "DONE.json").read_text())["final_checkpoint"]
     if cfg.domain.merge.enabled:

@@ -11,21 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from trainer.evaluation.tasks import SUITE_FILE
+from trainer.io import atomic_save, atomic_write_text
 
 
 FIXED = ("run", "checkpoint", "step")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def collect(run_root: str | Path) -> list[dict[str, Any]]:
@@ -67,7 +60,7 @@ def write_leaderboard(rows: Sequence[dict[str, Any]], out_stem: str | Path) -> t
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     csv_path = out_stem.with_suffix(".csv")
-    _write_text_atomic(csv_path, buffer.getvalue())
+    atomic_write_text(csv_path, buffer.getvalue())
     best = {t: max((r[t] for r in rows if r.get(t) is not None), default=None) for t in task_columns(rows)}
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
@@ -78,7 +71,7 @@ def write_leaderboard(rows: Sequence[dict[str, Any]], out_stem: str | Path) -> t
             cells.append(f"**{cell}**" if value is not None and value == best[task] and len(rows) > 1 else cell)
         lines.append("| " + " | ".join(cells) + " |")
     md_path = out_stem.with_suffix(".md")
-    _write_text_atomic(md_path, "\n".join(lines) + "\n")
+    atomic_write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 
 
@@ -106,10 +99,10 @@ def plot_scores(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Pat
         if ax.lines:
             ax.legend(fontsize=8)
         path = out_dir / f"{task}.png"
-        tmp = out_dir / f".tmp-{task}.png"
-        fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
-        os.replace(tmp, path)
+        try:
+            atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+        finally:
+            plt.close(fig)
         written.append(path)
     return written
 

@@ -15,11 +15,6 @@ from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, v_measure_score
 
-# The score each kind reports as ``main_score`` unless a task names another.
-MAIN_SCORES = {"retrieval": "ndcg_at_10", "sts": "cosine_spearman", "classification": "accuracy",
-               "clustering": "v_measure", "pair_classification": "cosine_ap", "reranking": "map"}
-
-
 def _unit(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)

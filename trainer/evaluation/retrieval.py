@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -150,3 +150,26 @@ def evaluate_retrieval(encoder: Encoder, data: RetrievalData, batch_size: int = 
         docs = [data.corpus_ids[j] for j in row if j >= 0]
         ranked[qid] = [d for d in docs if not (skip and d == qid)][:top_k]
     return retrieval_metrics(ranked, data.qrels)
+
+
+def matryoshka_retrieval(encoder: Any, data: Any, dims: Sequence[int], batch_size: int = 64,
+                         task: Optional[str] = None) -> dict[str, float]:
+    """Retrieval metrics at each truncated dimension ``{"dim64/ndcg_at_10": ...}``; texts are encoded once."""
+    cache: dict[str, np.ndarray] = {}
+
+    def full(texts: list[str], side: str) -> np.ndarray:
+        if side not in cache:
+            cache[side] = encoder.encode(texts, side=side, batch_size=batch_size,
+                                         task=task if side == "query" else None)
+        return cache[side]
+
+    results: dict[str, float] = {}
+    for dim in sorted({int(d) for d in dims}):
+        def embed(texts: list[str], side: str, dim: int = dim) -> np.ndarray:
+            cut = full(texts, side)[:, :dim]
+            return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+
+        if dim < encoder.dim:
+            scores = evaluate_retrieval(encoder, data, batch_size, task=task, embed=embed)
+            results.update({f"dim{dim}/{k}": v for k, v in scores.items()})
+    return results

@@ -23,11 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer.distributed import world
 from trainer.encoding import encode_cached
-from trainer.evaluation import metrics
-from trainer.evaluation.retrieval import RetrievalData, evaluate_retrieval
-from trainer.evaluation.tasks import (SUITE_FILE, LabelledData, PairData, RerankingData, TaskData, check_task_names,
-                                      fingerprint, load_task, task_fingerprint)
+from trainer.evaluation.kinds import load_task, main_score_name, score_task
+from trainer.evaluation.tasks import SUITE_FILE, check_task_names, fingerprint, task_fingerprint
 from trainer.models.encoder import METADATA_FILE, Encoder, load_metadata
+from trainer.runtime import pick_device  # noqa: F401 (re-exported)
 from trainer.run import STEP_DIR, write_json_atomic
 
 Log = Callable[[str], None]
@@ -35,12 +34,6 @@ Log = Callable[[str], None]
 
 class PromptMismatch(ValueError):
     """A task asks for prompts the checkpoint was not trained with."""
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_checkpoint(path: str | Path, device: str = "auto", allow_no_metadata: bool = False,
@@ -56,12 +49,6 @@ def load_checkpoint(path: str | Path, device: str = "auto", allow_no_metadata: b
     encoder = Encoder.from_pretrained(str(path))
     encoder.to(pick_device(device)).eval()
     return encoder, meta
-
-
-def main_score_name(task: Mapping[str, Any]) -> str:
-    """The task's ``main_score``; the retrieval default stands for the kind's own main score on other kinds."""
-    name = task.get("main_score") or "ndcg_at_10"
-    return metrics.MAIN_SCORES[task["kind"]] if task["kind"] != "retrieval" and name == "ndcg_at_10" else name
 
 
 def task_prompts(encoder: Encoder, task: Mapping[str, Any], source: str = "") -> tuple[Encoder, Optional[str]]:
@@ -139,34 +126,6 @@ def load_corpus_encoder(path: str | Path, like: Encoder, device: str = "auto") -
                          f"{like.dim}: asymmetric retrieval needs one space (train the student with "
                          "distill.align=true against this teacher)")
     return encoder.to(pick_device(device)).eval()
-
-
-def score_task(task: Mapping[str, Any], data: TaskData, embed: Callable[[Sequence[str], str], np.ndarray],
-               ) -> dict[str, float]:
-    """Embed the task's texts and compute its kind's metrics."""
-    kind, side = task["kind"], task.get("side", "query")
-    if kind == "retrieval":
-        assert isinstance(data, RetrievalData)
-        return evaluate_retrieval(None, data, embed=embed)  # type: ignore[arg-type]
-    if kind in ("sts", "pair_classification"):
-        assert isinstance(data, PairData)
-        emb1, emb2 = embed(data.sentences1, side), embed(data.sentences2, side)
-        if kind == "sts":
-            return metrics.sts_scores(emb1, emb2, data.targets)
-        return metrics.pair_classification_scores(emb1, emb2, [int(t) for t in data.targets])
-    if kind == "classification":
-        assert isinstance(data, LabelledData)
-        return metrics.classification_scores(embed(data.train_texts, side), data.train_labels,
-                                             embed(data.texts, side), data.labels)
-    if kind == "clustering":
-        assert isinstance(data, LabelledData)
-        return metrics.clustering_scores(embed(data.texts, side), data.labels)
-    assert isinstance(data, RerankingData)
-    flat = [text for cands in data.candidates for text in cands]
-    flat_emb = embed(flat, "passage")  # (sum C_q, D)
-    bounds = np.cumsum([0] + [len(c) for c in data.candidates])
-    return metrics.reranking_scores(embed(data.queries, "query"), [flat_emb[a:b] for a, b in zip(bounds, bounds[1:])],
-                                    [np.asarray(r) for r in data.relevant])
 
 
 def as_dict(task: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""Task files for every evaluation kind, read and validated (errors name ``file:line: field: problem``).
+"""Task data and the row readers every evaluation kind shares, validated (errors name ``file:line: field: problem``).
 
     python data/prepare_eval.py             # writes the bundled task files under data/build/eval/
     python -m trainer.evaluate checkpoint=PATH eval=suite
 
-One JSONL file per task (retrieval uses a BEIR folder instead). A row's optional ``split`` field selects
+Each kind reads its file in ``trainer/evaluation/kinds/<kind>.py``. One JSONL file per task (retrieval uses a
+BEIR folder instead). A row's optional ``split`` field selects
 the rows of ``task.split``; a file without ``split`` fields is one split. Classification needs a ``split`` on
 every row: it fits on the ``task.train_split`` rows and scores the ``task.split`` rows, never the same ones.
 
@@ -26,11 +27,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from trainer.encoding import stable_hash
-from trainer.evaluation.retrieval import RetrievalData, load_beir
-from trainer.io import read_jsonl
-
-KINDS = ("retrieval", "sts", "classification", "clustering", "pair_classification", "reranking")
-
+from trainer.evaluation.retrieval import RetrievalData
+from trainer.io import SAFE_NAME, read_jsonl
 
 @dataclass
 class PairData:
@@ -63,7 +61,7 @@ class TaskFileError(ValueError):
     pass
 
 
-def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: task file missing (bundled tasks: python data/prepare_eval.py)")
     rows = list(read_jsonl(path, TaskFileError))
@@ -73,40 +71,50 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def _text(path: Path, line: int, row: Mapping[str, Any], field: str) -> str:
+def text_field(path: Path, line: int, row: Mapping[str, Any], field: str) -> str:
     value = row.get(field)
     if not isinstance(value, str) or not value.strip():
         raise TaskFileError(f"{path}:{line}: {field}: expected a non-empty string, got {value!r}")
     return value
 
 
-def _number(path: Path, line: int, row: Mapping[str, Any], field: str) -> float:
+def number_field(path: Path, line: int, row: Mapping[str, Any], field: str) -> float:
     value = row.get(field)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TaskFileError(f"{path}:{line}: {field}: expected a finite number, got {value!r}")
     return float(value)
 
 
-def _label(path: Path, line: int, row: Mapping[str, Any]) -> str:
+def label_field(path: Path, line: int, row: Mapping[str, Any]) -> str:
     value = row.get("label")
     if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
         raise TaskFileError(f"{path}:{line}: label: expected a string or integer, got {value!r}")
     return str(value)
 
 
-def _texts(path: Path, line: int, row: Mapping[str, Any], field: str, allow_empty: bool) -> list[str]:
+def texts_field(path: Path, line: int, row: Mapping[str, Any], field: str, allow_empty: bool) -> list[str]:
     value = row.get(field, [] if allow_empty else None)
     if not isinstance(value, list) or (not value and not allow_empty):
         raise TaskFileError(f"{path}:{line}: {field}: expected a {'' if allow_empty else 'non-empty '}list of strings")
-    return [_text(path, line, {field: v}, field) for v in value]
+    return [text_field(path, line, {field: v}, field) for v in value]
 
 
-def _select(rows: list[tuple[int, dict[str, Any]]], split: str) -> list[tuple[int, dict[str, Any]]]:
+def select_split(rows: list[tuple[int, dict[str, Any]]], split: str) -> list[tuple[int, dict[str, Any]]]:
     return [(n, r) for n, r in rows if r.get("split", split) == split]
 
 
-def _classification_splits(path: Path, rows: list[tuple[int, dict[str, Any]]], split: str, train_split: str,
-                           ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+def split_rows(cfg: Mapping[str, Any]) -> tuple[Path, list[tuple[int, dict[str, Any]]]]:
+    """(path, rows of ``cfg.split``, at most ``cfg.max_queries``) of a one-file task; none is an error."""
+    path, split = Path(cfg["path"]), cfg.get("split", "test")
+    rows = select_split(read_rows(path), split)
+    rows = rows[:cfg["max_queries"]] if cfg.get("max_queries") else rows
+    if not rows:
+        raise TaskFileError(f"{path}: no rows for split {split!r}")
+    return path, rows
+
+
+def classification_splits(path: Path, rows: list[tuple[int, dict[str, Any]]], split: str, train_split: str,
+                          ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
     """(scored rows, fitting rows): disjoint, so the classifier is never scored on the rows it was fitted on."""
     if split == train_split:
         raise TaskFileError(f"{path}: split and train_split are both {split!r}: the classifier would be scored on "
@@ -122,50 +130,7 @@ def _classification_splits(path: Path, rows: list[tuple[int, dict[str, Any]]], s
     return [(n, r) for n, r in rows if r["split"] == split], train
 
 
-def load_task(cfg: Mapping[str, Any]) -> TaskData:
-    """Read the data of one ``EvalTaskConfig`` (its ``kind``, ``path``, ``split``, ``max_queries``; retrieval also
-    ``ignore_identical_ids``)."""
-    kind, path, split = cfg["kind"], Path(cfg["path"]), cfg.get("split", "test")
-    limit: Optional[int] = cfg.get("max_queries")
-    if kind not in KINDS:
-        raise ValueError(f"eval task {cfg.get('name')}: kind must be one of {KINDS}, got {kind!r}")
-    if kind == "retrieval":
-        return load_beir(path, split, limit, bool(cfg.get("ignore_identical_ids", False)))
-    if kind == "classification":
-        rows, train = _classification_splits(path, _rows(path), split, cfg.get("train_split", "train"))
-    else:
-        rows = _select(_rows(path), split)
-    rows = rows[:limit] if limit else rows
-    if not rows:
-        raise TaskFileError(f"{path}: no rows for split {split!r}")
-    if kind in ("sts", "pair_classification"):
-        target = "score" if kind == "sts" else "label"
-        targets = [_number(path, n, r, target) for n, r in rows]
-        if kind == "pair_classification":
-            bad = next((n for (n, _), t in zip(rows, targets) if t not in (0.0, 1.0)), None)
-            if bad is not None:
-                raise TaskFileError(f"{path}:{bad}: label: expected 0 or 1")
-        return PairData([_text(path, n, r, "sentence1") for n, r in rows],
-                        [_text(path, n, r, "sentence2") for n, r in rows], targets)
-    if kind in ("classification", "clustering"):
-        texts = [_text(path, n, r, "text") for n, r in rows]
-        labels = [_label(path, n, r) for n, r in rows]
-        if kind == "clustering":
-            return LabelledData(texts, labels, [], [])
-        return LabelledData(texts, labels, [_text(path, n, r, "text") for n, r in train],
-                            [_label(path, n, r) for n, r in train])
-    queries, candidates, relevant = [], [], []
-    for n, r in rows:  # reranking
-        pos = _texts(path, n, r, "positive", allow_empty=False)
-        neg = _texts(path, n, r, "negative", allow_empty=True)
-        queries.append(_text(path, n, r, "query"))
-        candidates.append(pos + neg)
-        relevant.append([1] * len(pos) + [0] * len(neg))
-    return RerankingData(queries, candidates, relevant)
-
-
 # A task's results are <out>/<name>.json and its plot plots/<name>.png: a name is a plain file name, one per task.
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SUITE_FILE = "suite_average.json"  # beside the task results: the mean of main scores, overall and per kind
 # model_meta.json and suite_average.json beside results; leaderboard columns
 RESERVED_NAMES = ("model_meta", "suite_average", "run", "checkpoint", "step")

@@ -24,11 +24,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from trainer.distributed import world
 from trainer.evaluation.leaderboard import WandbSink, update_run_reports
 from trainer.evaluation.runner import (Log, PromptMismatch, all_scores, as_dict, checkpoint_step,
-                                       evaluate_checkpoint, main_score_name, main_scores,
-                                       suite_average, write_suite_average)
+                                       evaluate_checkpoint, main_scores, suite_average, write_suite_average)
+from trainer.evaluation.kinds import main_metric
 from trainer.evaluation.tasks import check_task_names, check_task_paths, task_fingerprint
 from trainer.models.encoder import METADATA_FILE
 from trainer.run import RunDir, write_json_atomic
+from trainer.runtime import setup_processes
 
 
 class EvalState:
@@ -198,24 +199,6 @@ def watch_run(run_root: str | Path, tasks: Sequence[Mapping[str, Any]], *, watch
     return evaluated
 
 
-def init_distributed(device: str) -> tuple[str, bool]:
-    """Under torchrun / accelerate launch (WORLD_SIZE > 1): join the process group, one GPU per process.
-
-    Returns (device for this process, is rank 0). Encoding is then sharded by ``encode_cached``.
-    """
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        cuda = torch.cuda.is_available() and not device.startswith("cpu")
-        dist.init_process_group("nccl" if cuda else "gloo")
-        if cuda:
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-    return device, world()[0] == 0
-
-
 class TasksFailed(RuntimeError):
     """Some eval tasks failed (their results, with the errors, are written); the CLI exits non-zero."""
 
@@ -243,7 +226,8 @@ def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
         raise ValueError("no eval tasks configured: pick a task set, e.g. eval=suite or eval=news")
     check_task_names(tasks)
     check_task_paths(tasks)  # before any checkpoint is loaded or a run watched
-    device, is_main = init_distributed(cfg.device)
+    device, is_main = setup_processes(cfg.device)
+    device = str(device)  # a torch device name: the evaluation runner and the MTEB adapter take names
     if cfg.checkpoint:
         results, failed = evaluate_one(cfg, tasks, device, is_main, log)
     else:
@@ -254,7 +238,7 @@ def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
     if cfg.checkpoint:
         scores.update(suite_average(results))  # eval.metric=suite/average selects the MTEB-style mean
     first = tasks[0]
-    metric = cfg.eval.metric or f"{first['name']}/{main_score_name(first)}"
+    metric = cfg.eval.metric or main_metric(first)
     return scores.get(metric)
 
 

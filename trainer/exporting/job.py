@@ -17,12 +17,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from trainer.evaluation.retrieval import evaluate_retrieval, load_beir
-from trainer.evaluation.tasks import load_task
+from trainer.evaluation.retrieval import load_beir
+from trainer.evaluation.kinds import encoder_embed, load_task, main_metric, main_score_name, score_task
 from trainer.exporting.card import model_card
 from trainer.exporting.graphs import MODEL, MODEL_INT8, onnx_encoder, write_graphs
 from trainer.exporting.onnx_model import OnnxEncoder
-from trainer.models.checkpoint import atomic_dir, read_metadata
+from trainer.io import atomic_dir
+from trainer.models.checkpoint import read_metadata
 from trainer.models.encoder import METADATA_FILE, Encoder
 
 REQUIRED_ENCODER_KEYS = ("pooling", "normalize", "max_length_query", "max_length_passage", "prompts")
@@ -68,20 +69,27 @@ def int8_quality(cfg: DictConfig, encoder: Encoder, fp32: OnnxEncoder, int8: Onn
     """Main score of each held-out task with PyTorch, ONNX fp32 and ONNX int8."""
     quality: dict[str, Any] = {}
     for task in cfg.eval.tasks:
-        data = load_task(task)
-        scores = {name: evaluate_retrieval(model, data, cfg.eval.batch_size, task=task.task)[task.main_score]
+        data, main = load_task(task), main_score_name(task)
+        scores = {name: score_task(task, data, encoder_embed(model, task, cfg.eval.batch_size))[main]
                   for name, model in (("torch", encoder), ("onnx_fp32", fp32), ("onnx_int8", int8))}
         scores["int8_change"] = scores["onnx_int8"] - scores["onnx_fp32"]
-        quality[f"{task.name}/{task.main_score}"] = scores
-        print(f"{task.name}/{task.main_score}: torch {scores['torch']:.4f} onnx fp32 {scores['onnx_fp32']:.4f} "
-              f"int8 {scores['onnx_int8']:.4f} (int8 change {scores['int8_change']:+.4f}, "
-              f"{len(data.queries)} queries, {len(data.corpus)} documents)")
+        quality[main_metric(task)] = scores
+        print(f"{main_metric(task)}: torch {scores['torch']:.4f} onnx fp32 {scores['onnx_fp32']:.4f} "
+              f"int8 {scores['onnx_int8']:.4f} (int8 change {scores['int8_change']:+.4f}, {task_size(data)})")
     return quality
 
 
+def task_size(data: Any) -> str:
+    """``N queries, M documents`` for retrieval, ``N rows`` for other kinds (for the log line)."""
+    if hasattr(data, "corpus"):
+        return f"{len(data.queries)} queries, {len(data.corpus)} documents"
+    rows = getattr(data, "sentences1", None) or getattr(data, "texts", None) or getattr(data, "queries", [])
+    return f"{len(rows)} rows"
+
+
 def seed_texts(cfg: DictConfig) -> list[str]:
-    """Real texts from the first eval task for the verification inputs, else a fixed few."""
-    for task in cfg.eval.tasks:
+    """Real texts from the first retrieval task for the verification inputs, else a fixed few."""
+    for task in (t for t in cfg.eval.tasks if t.kind == "retrieval"):
         data = load_beir(task.path, task.split, 20)
         return data.queries[:20] + data.corpus[:20]
     return FALLBACK_TEXTS

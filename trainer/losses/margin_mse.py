@@ -15,18 +15,11 @@ Reference: Hofstätter et al. 2020, "Improving Efficient Neural Ranking Models w
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from trainer.losses.base import ScaledScoreDistill
 
 
-class MarginMSE(nn.Module):
-    inputs = "scores"
-
-    def __init__(self, student_scale: float = 1.0, teacher_scale: float = 1.0, weight: float = 1.0) -> None:
-        super().__init__()
-        self.student_scale = student_scale
-        self.teacher_scale = teacher_scale
-        self.weight = weight
-
+class MarginMSE(ScaledScoreDistill):
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """student (B, C), teacher (B, C), labels (B,) -> scalar."""
         if student.shape != teacher.shape or student.shape[1] < 2:

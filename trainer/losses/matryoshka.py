@@ -15,9 +15,8 @@ Reference: Kusupati et al. 2022, "Matryoshka Representation Learning".
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,28 +62,3 @@ class Matryoshka(nn.Module):
             p = truncate(passages, dim, self.renormalize) if dim < full else passages
             total = total + weight * self.inner(q, p, passage_ids, **masks)
         return total / sum(w for _, w in pairs)
-
-
-def matryoshka_retrieval(encoder: Any, data: Any, dims: Sequence[int], batch_size: int = 64,
-                         task: Optional[str] = None) -> dict[str, float]:
-    """Retrieval metrics at each truncated dimension ``{"dim64/ndcg_at_10": ...}``; texts are encoded once."""
-    from trainer.evaluation.retrieval import evaluate_retrieval
-
-    cache: dict[str, np.ndarray] = {}
-
-    def full(texts: list[str], side: str) -> np.ndarray:
-        if side not in cache:
-            cache[side] = encoder.encode(texts, side=side, batch_size=batch_size,
-                                         task=task if side == "query" else None)
-        return cache[side]
-
-    results: dict[str, float] = {}
-    for dim in sorted({int(d) for d in dims}):
-        def embed(texts: list[str], side: str, dim: int = dim) -> np.ndarray:
-            cut = full(texts, side)[:, :dim]
-            return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
-
-        if dim < encoder.dim:
-            scores = evaluate_retrieval(encoder, data, batch_size, task=task, embed=embed)
-            results.update({f"dim{dim}/{k}": v for k, v in scores.items()})
-    return results

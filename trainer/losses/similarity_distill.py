@@ -14,18 +14,11 @@ Reference: Tung & Mori 2019 (similarity-preserving KD); Kim et al. 2023 (embeddi
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from trainer.losses.base import ScaledScoreDistill
 
 
-class SimilarityDistill(nn.Module):
-    inputs = "scores"
-
-    def __init__(self, student_scale: float = 1.0, teacher_scale: float = 1.0, weight: float = 1.0) -> None:
-        super().__init__()
-        self.student_scale = student_scale
-        self.teacher_scale = teacher_scale
-        self.weight = weight
-
+class SimilarityDistill(ScaledScoreDistill):
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """student (B, C), teacher (B, C) -> scalar; ``labels`` is unused."""
         if student.shape != teacher.shape:

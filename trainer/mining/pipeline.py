@@ -34,6 +34,7 @@ from trainer.mining.report import atomic_write_text, jsonl_lines, score_summary,
 from trainer.mining.select import RULES, candidate_mask, mask_columns, sample, sample_top
 from trainer.mining.teacher import build_teacher, teacher_cache_keys, teacher_filter
 from trainer.models.encoder import METADATA_FILE, Encoder
+from trainer.runtime import setup_processes
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,31 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
     keys = ExampleKeys.of(examples)
     positives = keys.positives()  # of every row with the same query text: never a negative
     k = select_cfg.max_rank + positives.widest() + int(select_cfg.exclude_query_text)  # room for the excluded
+    scores, ids, absent, recall, sampled, depth = _candidates(
+        res, encoder, examples, corpus, corpus_tids, keys, index_cfg, k, clock, cache_root=cache_root,
+        batch_size=batch_size, encode_chunk=encode_chunk, precision=precision)  # (Q, k) each
+    res.index = index_summary(requested, index_cfg, len(corpus), depth, recall, sampled)
+    if absent:
+        res.counts["positives_not_in_corpus"] = absent
+        log.warning("%d positives are not in the corpus (encoded separately; excluded by text as usual)", absent)
+
+    clock = time.perf_counter()
+    cand_tids = np.where(ids >= 0, corpus_tids[np.clip(ids, 0, None)], -1)  # (Q, k)
+    res.counts["candidates"] = int(ids.size)
+    alive = candidate_mask(cand_tids, scores, positives, keys.query, res.pos_scores, select_cfg,
+                           res.counts)  # (Q, k)
+    _pick_negatives(res, examples, corpus, ids, scores, alive, select_cfg, teacher, teacher_cfg, cache_root)
+    res.seconds["select"] = time.perf_counter() - clock
+    return res
+
+
+def _candidates(res: MineResult, encoder: Encoder, examples: Sequence[Example], corpus: list[str],
+                corpus_tids: np.ndarray, keys: ExampleKeys, index_cfg: IndexConfig, k: int, clock: float, *,
+                cache_root: Optional[str | Path], batch_size: int, encode_chunk: int, precision: str,
+                ) -> tuple[np.ndarray, np.ndarray, int, Optional[float], int, int]:
+    """The top ``k`` corpus rows of every query: (scores (Q, k), ids (Q, k), positives not in the corpus, recall
+    against exact search, queries it was measured on, search depth), from the candidate cache when it holds them.
+    Fills ``res``'s positive scores, cache keys, counts and timings."""
     cached, cand_path = None, None
     if cache_root is not None:
         res.cache_keys.update(embedding_cache_keys(encoder, examples, cache_root, precision))
@@ -174,16 +200,14 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
             save_npz_atomic(cand_path, scores=scores, ids=ids, pos_scores=res.pos_scores, absent=np.int64(absent),
                             k=np.int64(k), recall=np.float64(recall), recall_queries=np.int64(sampled),
                             recall_k=np.int64(depth))
-    res.index = index_summary(requested, index_cfg, len(corpus), depth, recall, sampled)
-    if absent:
-        res.counts["positives_not_in_corpus"] = absent
-        log.warning("%d positives are not in the corpus (encoded separately; excluded by text as usual)", absent)
+    return scores, ids, absent, recall, sampled, depth
 
-    clock = time.perf_counter()
-    cand_tids = np.where(ids >= 0, corpus_tids[np.clip(ids, 0, None)], -1)  # (Q, k)
-    res.counts["candidates"] = int(ids.size)
-    alive = candidate_mask(cand_tids, scores, positives, keys.query, res.pos_scores, select_cfg,
-                           res.counts)  # (Q, k)
+
+def _pick_negatives(res: MineResult, examples: Sequence[Example], corpus: list[str], ids: np.ndarray,
+                    scores: np.ndarray, alive: np.ndarray, select_cfg: SelectConfig, teacher: Optional[Any],
+                    teacher_cfg: Optional[TeacherFilterConfig], cache_root: Optional[str | Path]) -> None:
+    """Sample each query's negatives among its candidates that survived the rules (``alive`` (Q, k)); with a
+    teacher, among those the teacher's filter keeps. Sets ``res.negatives``, ``neg_scores`` (and teacher scores)."""
     queries = np.arange(len(examples))
     if teacher is None:
         if select_cfg.sampling == "top":
@@ -208,8 +232,6 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
         res.negatives = [[t[i] for i in p] for t, p in zip(texts, picks)]
         res.neg_scores = [[m[i] for i in p] for m, p in zip(miner, picks)]
         res.teacher_neg = [[s[i] for i in p] for s, p in zip(teacher_scores, picks)]
-    res.seconds["select"] = time.perf_counter() - clock
-    return res
 
 
 def load_miner(model_cfg: Any) -> Encoder:
@@ -248,19 +270,6 @@ def output_rows(examples: Sequence[Example], res: MineResult, keep_existing: boo
             row["pos_scores"], row["neg_scores"] = res.teacher_pos[q], res.teacher_neg[q]
         rows.append(row)
     return rows
-
-
-def processes() -> tuple[Any, bool]:
-    """(device, is main process). Under ``accelerate launch``/``torchrun`` this joins the process group, so
-    encoding is sharded; a single process gets the GPU when there is one."""
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        state = PartialState()
-        return state.device, state.is_main_process
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu"), True
 
 
 @contextmanager
@@ -321,7 +330,7 @@ def _run(cfg: Any) -> dict[str, Any]:
         torch.set_num_threads(cfg.num_threads)
     started = time.perf_counter()
     refuse_overwriting_inputs(cfg)
-    device, main = processes()
+    device, main = setup_processes()
     examples, load_report = load_examples(list(cfg.input_files), on_error=cfg.on_error, max_rows=cfg.max_rows)
     corpus = load_corpus(cfg.corpus_file) if cfg.corpus_file else default_corpus(examples)
     encoder = load_miner(cfg.model).to(device)

@@ -324,7 +324,7 @@ def _training_section(meta: dict[str, Any], config: dict[str, Any], run: Optiona
 def model_card(folder: Path, location: Optional[Path] = None, repo_id: Optional[str] = None) -> str:
     """The card's text for the checkpoint in ``folder``; ``location`` is where it lives (or will, once renamed),
     ``repo_id`` the Hub repository it is published to (the usage code names it)."""
-    from trainer.models.checkpoint import read_metadata
+    from trainer.models.encoder import read_metadata  # torch and transformers only when a card is written
 
     folder = Path(folder)
     location = Path(location) if location is not None else folder

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from trainer.models.encoder import DENSE_DIR, METADATA_FILE, Encoder, load_metadata
+from trainer.io import atomic_dir, current_umask, readable_per_umask, temp_dir  # noqa: F401 (re-exported)
+from trainer.models.encoder import DENSE_DIR, METADATA_FILE, Encoder, load_metadata, read_metadata  # noqa: F401
 from trainer.models.provenance import hub_id, model_name, portable_metadata
 
 ST_POOLING_KEYS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
@@ -34,70 +33,6 @@ ST_POOLING_KEYS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_
 ST_FORMAT_VERSION = "6.2.0"
 # Metadata blocks that hold texts (prompts, instructions), never paths: left as they are.
 TEXT_KEYS = ("encoder", "task_instructions")
-
-
-def temp_dir(parent: Path, name: str) -> Path:
-    """A new empty folder ``parent/.tmp-<name>-<random>`` created like any folder of the user: mode 0777 minus the
-    umask. ``tempfile.mkdtemp`` makes it 0700, and the renamed checkpoint would stay unreadable to the group."""
-    for _ in range(100):
-        tmp = parent / f".tmp-{name}-{secrets.token_hex(4)}"
-        try:
-            tmp.mkdir()
-        except FileExistsError:
-            continue
-        return tmp
-    raise FileExistsError(f"{parent}: no free temporary folder name for {name}")
-
-
-def current_umask() -> int:
-    """The process's umask (from /proc where it is shown, so the umask is never changed, even for a moment)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def readable_per_umask(folder: Path) -> None:
-    """Give every file and folder under ``folder`` the permissions the umask allows (files ``0666 & ~umask``,
-    folders ``0777 & ~umask``), keeping any it has already: safetensors writes its files 0600, and a checkpoint
-    must be as readable as anything else the user writes."""
-    umask = current_umask()
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_symlink():
-            continue
-        mode = path.stat().st_mode & 0o7777
-        wanted = mode | ((0o777 if path.is_dir() else 0o666) & ~umask)
-        if wanted != mode:
-            path.chmod(wanted)
-
-
-def atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp)`` into a temporary sibling folder, then rename it to ``target`` (its files and folders
-    readable as the umask allows)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(target.parent, target.name)
-    try:
-        write(tmp)
-        readable_per_umask(tmp)
-        if target.exists():
-            # Replacing an existing folder: move it aside first so there is always one complete copy.
-            old = target.with_name(f".old-{target.name}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -199,11 +134,3 @@ def save_checkpoint(encoder: Encoder, target: Path, metadata: Optional[dict[str,
         write_model_card(tmp, location=target)  # the card finds the run (eval results) from the final location
 
     return atomic_dir(target, write)
-
-
-def read_metadata(folder: Path) -> dict[str, Any]:
-    meta = load_metadata(folder)
-    if meta is None:
-        raise FileNotFoundError(f"{folder}: no {METADATA_FILE}: not an embedstill checkpoint "
-                                "(it lacks the pooling, normalisation, max lengths and prompts it was trained with)")
-    return meta

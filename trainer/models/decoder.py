@@ -1,6 +1,6 @@
 """Decoder-LLM embedders: bidirectional attention where the architecture allows, and GGUF -> safetensors folders.
 
-    python -m trainer.models.decoder                        # convert the bundled SmolLM2-135M GGUF once
+    python -m trainer.assets                                # converts the bundled SmolLM2-135M GGUF once
     python -m trainer.train experiment=smollm2_lora         # LoRA on SmolLM2 with last-token pooling
 
 Last-token pooling, EOS appending and left padding live in ``Encoder`` (``pooling: last``). Here:
@@ -60,7 +60,7 @@ def gguf_to_folder(gguf_file: Path, target: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import AutoModel, AutoTokenizer
 
-    from trainer.models.checkpoint import atomic_dir
+    from trainer.io import atomic_dir
 
     target = Path(target)
     if (target / "model.safetensors").exists():
@@ -82,8 +82,3 @@ def gguf_to_folder(gguf_file: Path, target: Path) -> Path:
 
     return atomic_dir(target, write)
 
-
-if __name__ == "__main__":
-    from trainer.assets import smollm2
-
-    print(smollm2())

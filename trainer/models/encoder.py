@@ -85,6 +85,15 @@ def load_metadata(folder: str | Path) -> Optional[dict[str, Any]]:
     return meta
 
 
+def read_metadata(folder: str | Path) -> dict[str, Any]:
+    """``load_metadata``, raising ``FileNotFoundError`` when the folder is no embedstill checkpoint."""
+    meta = load_metadata(folder)
+    if meta is None:
+        raise FileNotFoundError(f"{folder}: no {METADATA_FILE}: not an embedstill checkpoint "
+                                "(it lacks the pooling, normalisation, max lengths and prompts it was trained with)")
+    return meta
+
+
 def _spec_from_metadata(path: Path) -> Optional[EncoderSpec]:
     meta = load_metadata(path)
     if meta is None:

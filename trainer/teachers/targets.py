@@ -1,7 +1,7 @@
 """Teacher targets: run the teacher once over the training texts, then annotate every batch from memory.
 
     python -m trainer.train experiment=distill          # builds these before the first step
-    python -m trainer.teachers.targets experiment=distill   # only fill the teacher cache (e.g. before a sweep)
+    python -m trainer.teacher_cache experiment=distill      # only fill the teacher cache (e.g. before a sweep)
 
 Before training, ``build_teacher_targets`` embeds every query and every passage of the training rows with the
 teacher (bi-encoders: through the on-disk cache of ``trainer.encoding``, sharded over processes) or scores every
@@ -212,19 +212,13 @@ def distill_weights(cfg: DictConfig) -> dict[str, float]:
             for name in ("listwise_kl", "margin_mse", "embedding", "similarity")}
 
 
-if __name__ == "__main__":
-    import sys
-
-    from hydra import compose, initialize_config_dir
-
-    from trainer.config import CONF_DIR, register_configs
+def fill_teacher_cache(config: DictConfig) -> Optional[TeacherTargets]:
+    """Read the training rows of ``config`` and build their teacher targets (filling the teacher's cache)."""
     from trainer.data.dataset import load_examples
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        config = compose(config_name="train", overrides=sys.argv[1:])
     rows, report = load_examples(list(config.data.train_files), config.data.format, config.data.on_error,
                                  config.data.max_rows, max_rows_per_file=config.data.max_rows_per_file)
     print(f"data: {report.summary()}")
     built = build_teacher_targets(config, rows)
     print("no teacher targets to build" if built is None else f"teacher targets ready: dim {built.dim}")
+    return built
