@@ -1,8 +1,8 @@
 """Export benchmark: texts/s of ONNX Runtime fp32 and int8 against PyTorch on CPU, MiniLM, one interleaved run.
 
     python bench/export.py                          # -> bench/results/export.json (run it on an idle machine)
-    python bench/export.py --out /tmp/export.json --rounds 2 --no-spinning   # a look on a shared machine
-    python bench/export.py --quick --out /tmp/export.json   # smoke test: 96 texts, int8 scored on 100 queries
+    python bench/export.py --out runs/bench/export-look.json --rounds 2 --no-spinning   # a look on a shared machine
+    python bench/export.py --quick --out runs/bench/export-quick.json   # smoke test: 96 texts, int8 scored on 100 queries
 
 Exports the bundled all-MiniLM-L6-v2 with the real export job (``trainer.exporting.job.run_export``: ORT fusions,
 int8, the check against PyTorch, int8 quality on the full-corpus news test: 500 headlines against 3,682 articles),

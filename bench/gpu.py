@@ -1,7 +1,7 @@
 """GPU benchmark (bench/gpu.sh runs it): bf16 training, teacher caching, faiss-gpu, ONNX Runtime CUDA.
 
     bash bench/gpu.sh                          # -> bench/results/gpu.json, at most 10 minutes
-    python bench/gpu.py --smoke --out /tmp/gpu.json   # every section on the CPU with tiny sizes (checks the code)
+    python bench/gpu.py --smoke --out runs/bench/gpu-smoke.json   # every section on the CPU with tiny sizes (checks the code)
 
 Sections, each time-boxed (a section that would pass the overall deadline is skipped and said so; the JSON is
 rewritten after every section, so a hard stop keeps what was measured):

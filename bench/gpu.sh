@@ -3,7 +3,7 @@
 # teacher caching, faiss-gpu search and the ONNX Runtime CUDA provider where installed -> bench/results/gpu.json.
 #
 #   bash bench/gpu.sh                 # from the repository root, after `make venv`
-#   bash bench/gpu.sh --smoke --out /tmp/gpu.json    # the same code on the CPU with tiny sizes (a check, no numbers)
+#   bash bench/gpu.sh --smoke --out runs/bench/gpu-smoke.json    # the same code on the CPU with tiny sizes (a check, no numbers)
 #
 # Without a GPU it says so and exits 0, leaving bench/results/gpu.json as it is.
 set -euo pipefail

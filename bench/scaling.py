@@ -1,8 +1,8 @@
 """Cost curves: how time and peak memory grow with the work, stage by stage, on real text.
 
     python bench/scaling.py                 # full run (prints its expected duration first) -> bench/results/
-    python bench/scaling.py --quick --out /tmp/scaling.json     # small sizes: every stage, curves to look at
-    python bench/scaling.py --smoke --out /tmp/scaling.json     # tiny sizes: every stage runs end to end
+    python bench/scaling.py --quick --out runs/bench/scaling-quick.json     # small sizes: every stage, curves to look at
+    python bench/scaling.py --smoke --out runs/bench/scaling-smoke.json     # tiny sizes: every stage runs end to end
     python bench/scaling.py --stages search,train               # a subset
 
 Stages and points (full mode; --quick shrinks every size):

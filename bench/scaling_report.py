@@ -1,6 +1,6 @@
 """bench/scaling.py's output: the JSON (points, settings, load, note) and a PNG of the four cost curves.
 
-    python bench/scaling.py --quick --out /tmp/scaling.json      # writes /tmp/scaling.json and /tmp/scaling.png
+    python bench/scaling.py --quick --out runs/bench/scaling-quick.json   # writes that JSON and scaling-quick.png beside it
 """
 from __future__ import annotations
 

@@ -29,7 +29,6 @@ import csv
 import gzip
 import json
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -40,7 +39,7 @@ for _p in (HERE, HERE.parent):
         sys.path.insert(0, str(_p))
 
 import heldout  # noqa: E402
-from prepare import finish, input_fingerprint, up_to_date, write_jsonl  # noqa: E402
+from prepare import finish, input_fingerprint, run_source, up_to_date, write_jsonl  # noqa: E402
 from prepare_eval import LEAD_CHARS, lead  # noqa: E402
 from trainer import assets  # noqa: E402
 
@@ -164,16 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args(argv)
     for what in ("distill", "instruct") if args.what == "all" else (args.what,):
-        start = time.perf_counter()
         try:
-            summary = build(args.out.resolve(), what, args.seed, args.force)
+            run_source(what, lambda: build(args.out.resolve(), what, args.seed, args.force), args.out)
         except (FileNotFoundError, assets.AssetMissing) as err:
             print(f"[{what}] error: {err}", file=sys.stderr)
             return 1
-        if summary is None:
-            print(f"[{what}] skipped: {args.out / what} is up to date (use --force to rebuild)")
-        else:
-            print(f"[{what}] wrote {args.out / what} in {time.perf_counter() - start:.1f}s: {summary['rows']}")
     return 0
 
 
