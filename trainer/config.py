@@ -195,12 +195,25 @@ class SimilarityDistillConfig:
 
 
 @dataclass
+class UnlabeledDistillConfig:
+    """Unlabeled text (trainer/teachers/unlabeled.py): each step also embeds ``batch_size`` texts of one source; the
+    student's similarity distribution over them follows the teacher's (``StructureKL``)."""
+    files: list[str] = field(default_factory=list)  # JSONL files with a "text" field; empty = off
+    max_texts_per_file: Optional[int] = None  # seeded sample per file: the teacher embeds these once (cached)
+    batch_size: int = 64  # texts per step and process, all from one file
+    weight: float = 1.0
+    student_temperature: float = 0.05
+    teacher_temperature: float = 0.05
+
+
+@dataclass
 class DistillConfig:
     """Distillation losses beside the contrastive loss (conf/distill/*.yaml); each part is logged on its own."""
     listwise_kl: ListwiseKLConfig = field(default_factory=ListwiseKLConfig)
     margin_mse: MarginMSEConfig = field(default_factory=MarginMSEConfig)
     embedding: EmbeddingDistillConfig = field(default_factory=EmbeddingDistillConfig)
     similarity: SimilarityDistillConfig = field(default_factory=SimilarityDistillConfig)
+    unlabeled: UnlabeledDistillConfig = field(default_factory=UnlabeledDistillConfig)
     # true: the student gets a Dense head into the teacher's space, ridge-fitted before training and exported as a
     # sentence-transformers Dense module; embedding distillation then compares through a fixed identity.
     align: bool = False
@@ -326,6 +339,7 @@ _BOUNDS = {
     "data.max_rows": (1, True, "rows read; null reads every row"),
     "logger.every_n_steps": (1, False, "optimizer steps between metric records"),
     "eval.every_n_steps": (1, True, "optimizer steps between evaluations; null evaluates before and after only"),
+    "distill.unlabeled.batch_size": (2, True, "unlabeled texts per step and process (each is scored against the rest)"),
 }
 
 
@@ -338,6 +352,9 @@ def check_train_config(cfg: Any) -> None:
         if value is None or isinstance(value, bool) or value < low:
             allowed = f">= {low}" + (" or null" if nullable else "")
             raise ValueError(f"{key}={value}: must be {allowed} ({meaning})")
+    if OmegaConf.select(cfg, "distill.unlabeled.files", default=None) and cfg.train.mini_batch_size:
+        raise ValueError("distill.unlabeled with train.mini_batch_size (GradCache) is not supported: the unlabeled "
+                         "texts are encoded in one pass; set train.mini_batch_size=null or distill.unlabeled.files=[]")
 
 
 @dataclass

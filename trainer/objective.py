@@ -39,9 +39,11 @@ class Objective(nn.Module):
 
             return minibatch_forward(self, batch, **gradcache)
         query, passages = self.embed(batch)
-        return self.loss_parts(query, passages, batch)
+        unlabeled = self.encoder(**batch["unlabeled"]) if "unlabeled" in batch else None  # (U, D)
+        return self.loss_parts(query, passages, batch, unlabeled)
 
-    def loss_parts(self, query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def loss_parts(self, query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any],
+                   unlabeled: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """Weighted parts and their sum under ``loss``; parts are logged separately.
 
         The similarities and losses are computed in float32 with autocast off, whatever precision the embeddings
@@ -50,6 +52,7 @@ class Objective(nn.Module):
         """
         with torch.autocast(query.device.type, enabled=False):
             query, passages = query.float(), passages.float()  # (B, D), (B*(1+k), D)
+            unlabeled = unlabeled.float() if unlabeled is not None else None  # (U, D): distill.unlabeled
             contrastive = self.contrastive(query, passages, batch.get("passage_ids"),
                                            positive_ids=batch.get("positive_ids"), query_ids=batch.get("query_ids"),
                                            query_labels=batch.get("query_labels"),
@@ -58,6 +61,7 @@ class Objective(nn.Module):
             if len(self.distill):
                 from trainer.teachers.distill import distill_parts
 
-                parts.update(distill_parts(self.distill, query, passages, batch))  # teacher targets ride in the batch
+                # teacher targets ride in the batch
+                parts.update(distill_parts(self.distill, query, passages, batch, unlabeled))
         parts["loss"] = sum(parts.values())
         return parts

@@ -35,6 +35,8 @@ VOLATILE_KEYS = ("name", "run_dir", "resume", "paths", "extras", "logger", "eval
                  "train.progress_bar", "train.num_threads", "train.keep_last", "train.save_every_n_steps",
                  "data.num_workers", "data.on_error", "teacher.batch_size", "teacher.cache_root")
 LOG_FILES = ("metrics.jsonl", "eval.jsonl")
+# A feature's keys and the key that turns it on: a state saved before the feature existed resumes while it is off.
+FEATURE_SWITCHES = {"distill.unlabeled": "distill.unlabeled.files"}
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -180,6 +182,16 @@ def read_records(path: Path, log: Callable[[str], None] = print) -> list[tuple[s
     return out
 
 
+def _new_and_off(key: str, saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """``key`` is absent from the saved config and off now: by its own value, or by its feature's switch."""
+    if key in saved:
+        return False
+    if now.get(key) in (None, False):
+        return True
+    switch = next((s for prefix, s in FEATURE_SWITCHES.items() if key.startswith(prefix + ".")), None)
+    return switch is not None and switch not in saved and not now.get(switch)
+
+
 def check_resume_config(state_dir: Path, cfg: DictConfig, saved_state: dict[str, Any]) -> None:
     """Refuse to resume a state with a config that would train something else; name the changed keys.
 
@@ -202,8 +214,7 @@ def check_resume_config(state_dir: Path, cfg: DictConfig, saved_state: dict[str,
     saved = json.loads(json.dumps(saved, default=str))
     # A key newer than the state (absent there) that is off here trains the same thing: a run saved before a
     # feature existed resumes after an upgrade.
-    changed = sorted(k for k in set(saved) | set(now)
-                     if saved.get(k) != now.get(k) and not (k not in saved and now.get(k) in (None, False)))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and not _new_and_off(k, saved, now))
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
         raise ValueError(f"cannot resume {state_dir}: the config differs from {source} ({details}). Only these "

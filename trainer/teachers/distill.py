@@ -25,9 +25,10 @@ from trainer.losses.infonce import same_label
 from trainer.losses.listwise_kl import ListwiseKL
 from trainer.losses.margin_mse import MarginMSE
 from trainer.losses.similarity_distill import SimilarityDistill
+from trainer.losses.structure_kl import StructureKL
 
 PART_NAMES = {"listwise_kl": "kl", "margin_mse": "margin_mse", "embedding": "embed_distill",
-              "similarity": "sim_distill"}  # config key -> logged part name
+              "similarity": "sim_distill", "unlabeled": "unlabeled_kl"}  # config key -> logged part name
 
 
 def candidate_scores(query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any],
@@ -53,18 +54,24 @@ def candidate_scores(query: torch.Tensor, passages: torch.Tensor, batch: dict[st
                    "bi-encoder teacher, or teacher_scores from the data or a cross-encoder): set teacher=...")
 
 
-def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Tensor,
-                  batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Weighted distillation parts, one per configured loss, named as in ``PART_NAMES``."""
+def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any],
+                  unlabeled: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """Weighted distillation parts, one per configured loss, named as in ``PART_NAMES``. ``unlabeled`` (U, D_s):
+    the student's embeddings of the batch's unlabeled texts (``distill.unlabeled``), if any."""
     parts: dict[str, torch.Tensor] = {}
     scores: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
     for name, loss in losses.items():
-        if loss.inputs == "embeddings":
+        if loss.inputs == "unlabeled":
+            if unlabeled is None or "teacher_unlabeled" not in batch:
+                raise KeyError("unlabeled distillation needs the batch's unlabeled texts and their teacher embeddings")
+            value = loss(unlabeled, batch["teacher_unlabeled"])
+        elif loss.inputs == "embeddings":
             if "teacher_query" not in batch:
                 raise KeyError("embedding distillation needs cached teacher embeddings (a bi-encoder teacher)")
-            student = torch.cat([query, passages])  # (B + B*(1+k), D_s)
-            teacher = torch.cat([batch["teacher_query"], batch["teacher_passage"]])  # (B + B*(1+k), D_t)
-            value = loss(student, teacher)
+            student = [query, passages] + ([unlabeled] if unlabeled is not None else [])
+            teacher = [batch["teacher_query"], batch["teacher_passage"]] + (
+                [batch["teacher_unlabeled"]] if unlabeled is not None else [])
+            value = loss(torch.cat(student), torch.cat(teacher))  # (B + B*(1+k) [+ U], D_s), (..., D_t)
         else:
             scores = scores if scores is not None else candidate_scores(query, passages, batch)
             value = loss(*scores)
@@ -96,4 +103,8 @@ def build_distill_losses(cfg: Optional[DictConfig], student_dim: int, teacher_di
     if similarity.weight > 0:
         losses[PART_NAMES["similarity"]] = SimilarityDistill(similarity.student_scale, similarity.teacher_scale,
                                                              similarity.weight)
+    unlabeled = cfg.get("unlabeled")
+    if unlabeled is not None and unlabeled.files and unlabeled.weight > 0:
+        losses[PART_NAMES["unlabeled"]] = StructureKL(unlabeled.student_temperature, unlabeled.teacher_temperature,
+                                                      False, unlabeled.weight)
     return losses

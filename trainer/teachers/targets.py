@@ -51,6 +51,7 @@ class TeacherTargets:
         self.pair_scores = pair_scores  # (P,)
         self.teacher: Optional[Any] = None  # kept only to score new pairs (re-mining with a cross-encoder)
         self.cache_root: Optional[str] = None
+        self.unlabeled: Optional[Any] = None  # UnlabeledTexts (trainer.teachers.unlabeled): distill.unlabeled
 
     @property
     def dim(self) -> Optional[int]:
@@ -135,7 +136,10 @@ class TeacherCollator:
         self.targets = targets
 
     def __call__(self, samples: list[Any]) -> dict[str, Any]:
-        return self.targets.annotate(self.base(samples))
+        batch = self.targets.annotate(self.base(samples))
+        if self.targets.unlabeled is not None:
+            batch = self.targets.unlabeled.annotate(batch, self.base.tokenize)
+        return batch
 
 
 def pair_key(query_ids: np.ndarray, passage_ids: np.ndarray) -> np.ndarray:
@@ -197,7 +201,13 @@ def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Opti
     log(f"teacher {teacher.name}: computing targets for {len(examples)} training rows (cached)")
     if teacher.dim is not None:
         targets = embedding_targets(teacher, examples)
+        from trainer.teachers.unlabeled import build_unlabeled
+
+        targets.unlabeled = build_unlabeled((cfg.get("distill") or {}).get("unlabeled"), teacher, cfg.train.seed, log)
     else:
+        if ((cfg.get("distill") or {}).get("unlabeled") or {}).get("files"):
+            raise ValueError(f"distill.unlabeled needs a bi-encoder teacher (its embeddings); {teacher.name} "
+                             "scores pairs")
         targets = pair_score_targets(teacher, examples, cfg.teacher.get("cache_root"))
         if keep_teacher:
             targets.teacher, targets.cache_root = teacher, cfg.teacher.get("cache_root")
@@ -208,8 +218,11 @@ def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Opti
 
 def distill_weights(cfg: DictConfig) -> dict[str, float]:
     distill = cfg.get("distill") or {}
-    return {name: float((distill.get(name) or {}).get("weight", 0.0))
-            for name in ("listwise_kl", "margin_mse", "embedding", "similarity")}
+    weights = {name: float((distill.get(name) or {}).get("weight", 0.0))
+               for name in ("listwise_kl", "margin_mse", "embedding", "similarity")}
+    unlabeled = distill.get("unlabeled") or {}
+    weights["unlabeled"] = float(unlabeled.get("weight", 0.0)) if unlabeled.get("files") else 0.0
+    return weights
 
 
 def fill_teacher_cache(config: DictConfig) -> Optional[TeacherTargets]:
