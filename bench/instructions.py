@@ -154,6 +154,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="a seeded sample of N texts of each probe file (quick runs)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--skip-suite", action="store_true", help="probe only, no suite averages")
+    parser.add_argument("--ablation", action="append", default=[], metavar="NAME=RUN",
+                        help="another run or checkpoint probed the same way (repeatable), e.g. noteacher=runs/x")
+    parser.add_argument("--suite-models", default=None,
+                        help="comma-separated models whose suite average is scored (default: every model)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "instructions.json"))
     args = parser.parse_args(argv)
 
@@ -162,10 +166,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     models = {"base": args.base or str(assets.minilm()), "instruct": str(instruct)}
     if args.plain:
         models["plain"] = str(last_checkpoint(args.plain))
+    for item in args.ablation:
+        name, _, run = item.partition("=")
+        if not name or not run or name in models:
+            parser.error(f"--ablation {item!r}: expected NAME=RUN with a new NAME")
+        models[name] = str(last_checkpoint(run))
+    suite_models = set(args.suite_models.split(",")) if args.suite_models else None
     models["teacher"] = args.teacher or str(assets.mpnet())
     started = time.perf_counter()
     report: dict[str, Any] = {"checkpoint": str(instruct), "models": models, "probe": {}, "settings": {
-        "k": args.k, "limit": args.limit, "instructions": {t: spec.prompts.instructions.get(t)
+        "k": args.k, "limit": args.limit, "suite_models": sorted(suite_models) if suite_models else "all", "instructions": {t: spec.prompts.instructions.get(t)
                                                            for p in PROBES.values() for t in p["tasks"]},
         "template": spec.prompts.instruction_template}}
     for name, source in models.items():
@@ -173,7 +183,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         numbers = run_probes(encoder, Path(args.data), args.k, args.limit, args.batch_size)
         report["probe"][name] = {**numbers, **crossovers(numbers)}
         print(f"[instructions] {name}: " + ", ".join(f"{k} {v:+.4f}" for k, v in crossovers(numbers).items()))
-        if not args.skip_suite:
+        if not args.skip_suite and (suite_models is None or name in suite_models):
             average = suite_average_of(source, args.batch_size)
             report[f"suite_average_{name}"] = average.get("suite/average")
             report["probe"][name]["suite"] = average
