@@ -53,9 +53,15 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train_files: List[str] = MISSING  # JSONL files (or parquet/json via format=hf)
-    format: str = "jsonl"  # jsonl | hf (local Hugging Face datasets json/parquet)
-    streaming: bool = False  # hf only: iterate without loading everything
+    # Sources (trainer/data/sources): JSONL/json/csv/tsv/parquet files, folders of them, save_to_disk folders, Hub ids
+    train_files: List[str] = MISSING
+    format: str = "auto"  # auto (by suffix / folder content) | jsonl (our reader for all) | hf (datasets for all)
+    columns: Dict[str, str] = field(default_factory=dict)  # raw column -> schema field, e.g. {question: query}
+    hf_config: Optional[str] = None  # Hub ids: the dataset's config (subset) name
+    hf_split: str = "train"  # Hub ids and save_to_disk DatasetDict folders
+    hf_revision: Optional[str] = None  # Hub ids: a branch, tag or commit
+    source_rows: Optional[List[Optional[int]]] = None  # per train_files entry: its first N rows (null = all)
+    streaming: bool = False  # datasets files and Hub ids: iterate without loading everything
     num_negatives: int = 0  # hard negatives per query (0 = in-batch negatives only)
     on_error: str = "raise"  # raise | skip (bad rows are counted and reported)
     task_homogeneous: bool = False  # every batch from one task (E5/BGE style)
