@@ -49,6 +49,7 @@ def _add(out: dict[str, Any], origin: dict[str, list[str]], target: str, column:
     if target not in LIST_FIELDS:
         out[target], origin[target] = value, [column]
         return
+    origin.setdefault(f"{target}*", []).append(column)  # every column of the field, for "pos: missing"
     if value is None:
         return
     if isinstance(value, list):
@@ -129,14 +130,17 @@ def _rename(message: str, where: str, origin: dict[str, list[str]]) -> str:
         return message
     name, rest = message[len(head):].split(": ", 1)
     match = re.fullmatch(r"(\w+)(?:\[(\d+)\])?", name)
-    if not match or match.group(1) not in origin:
+    if not match or not {match.group(1), f"{match.group(1)}*"} & set(origin):
         return message
-    sources = origin[match.group(1)]
+    sources = origin.get(match.group(1), [])
     index = None if match.group(2) is None else int(match.group(2))
+    whole = origin.get(f"{match.group(1)}*", [])
     if index is not None and index < len(sources):
         column = sources[index]
     elif index is None and match.group(1) not in LIST_FIELDS:
         column = sources[0]
+    elif index is None and len(whole) == 1:
+        column = whole[0]  # the one column behind a list field ("positive: missing")
     else:
         column = name
     return message if column == name else f"{head}{column}: {rest} ({name} in the training schema)"
