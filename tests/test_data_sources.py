@@ -205,3 +205,21 @@ def test_training_runs_on_a_save_to_disk_folder(compose, tmp_path: Path) -> None
     train(cfg)
     steps = [line for line in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
     assert steps
+
+
+def test_data_options_compose_and_are_checked_before_a_model_loads(compose) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    from trainer.config import check_train_config
+    from trainer.data.dataset import load_data_config
+
+    cfg = compose(f"data.train_files=[{SAMPLES / 'custom_columns.json'}]",
+                  "data.columns={question: query, answer: pos, topic: task}", "data.source_rows=[3]")
+    examples, report = load_data_config(cfg.data)
+    assert [e.task for e in examples] == ["cooking"] * 3 and report.sources[0][1] == 3
+    with pytest.raises(ConfigCompositionException, match="data.colums"):
+        compose("data.colums={question: query}")
+    for override, message in [("data.format=csv", "data.format=csv: must be auto, jsonl or hf"),
+                              ("data.columns=question", "data.columns=question: must be a mapping")]:
+        with pytest.raises(ValueError, match=message):
+            check_train_config(compose(override))

@@ -70,7 +70,7 @@ def load_data_config(cfg: Any) -> tuple[list[Example], LoadReport]:
     source_rows = cfg.get("source_rows")
     return load_examples(list(cfg.train_files), cfg.get("format", "auto"), cfg.get("on_error", "raise"),
                          cfg.get("max_rows"), bool(cfg.get("streaming", False)), cfg.get("max_rows_per_file"),
-                         columns=dict(cfg.get("columns") or {}), hf_config=cfg.get("hf_config"),
+                         columns=cfg.get("columns"), hf_config=cfg.get("hf_config"),
                          hf_split=cfg.get("hf_split") or "train", hf_revision=cfg.get("hf_revision"),
                          source_rows=None if source_rows is None else list(source_rows))
 

@@ -35,6 +35,9 @@ FLAG_PROMPT = "prompt"  # FlagEmbedding's per-row instruction
 
 def check_columns(columns: Optional[Mapping[str, str]]) -> dict[str, str]:
     """``data.columns`` as a plain dict; a target that is no schema field fails before any row is read."""
+    if columns is not None and not isinstance(columns, Mapping):
+        raise ValueError(f"data.columns={columns!r}: must be a mapping of column to schema field, e.g. "
+                         "data.columns={question: query, answer: pos}")
     mapping = {str(k): str(v) for k, v in (columns or {}).items()}
     bad = {k: v for k, v in mapping.items() if v not in KNOWN_FIELDS}
     if bad:
