@@ -68,7 +68,8 @@ def write_flag(path: Path) -> None:
 
 def write_custom(path: Path) -> None:
     """A JSON array whose columns need a mapping: data.columns={question: query, answer: pos, topic: task}."""
-    rows = [{"id": i + 1, "question": q, "answer": p, "topic": t} for i, ((q, p, _), t) in enumerate(zip(TRIPLES, TOPICS))]
+    rows = [{"id": i + 1, "question": q, "answer": p, "topic": t}
+            for i, ((q, p, _), t) in enumerate(zip(TRIPLES, TOPICS))]
     path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
 
 

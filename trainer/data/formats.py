@@ -21,12 +21,9 @@ A bad value is reported under the column the user wrote (``anchor: empty string`
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import Any, Mapping, Optional
 
-from trainer.data.schema import KNOWN_FIELDS, DataError, Example, validate_row
-
-if TYPE_CHECKING:
-    from trainer.data.schema import LoadReport
+from trainer.data.fields import KNOWN_FIELDS, DataError
 
 LIST_FIELDS = ("pos", "neg")
 ST_NEGATIVE = re.compile(r"^negative(?:_(\d+))?$")
@@ -126,7 +123,7 @@ def to_schema(row: dict[str, Any], where: str,
                     "with data.columns={column: query, other_column: pos}")
 
 
-def _rename(message: str, where: str, origin: dict[str, list[str]]) -> str:
+def rename(message: str, where: str, origin: dict[str, list[str]]) -> str:
     """Name the user's column in a schema-level message (``pos[0]`` -> ``positive``) when the row was mapped."""
     head = f"{where}: "
     if not message.startswith(head) or ": " not in message[len(head):]:
@@ -147,20 +144,3 @@ def _rename(message: str, where: str, origin: dict[str, list[str]]) -> str:
     else:
         column = name
     return message if column == name else f"{head}{column}: {rest} ({name} in the training schema)"
-
-
-def read_row(row: Any, where: str, columns: dict[str, str], report: "LoadReport", tabular: bool = False) -> Example:
-    """Map one raw record to the schema, count its unknown fields in ``report``, and validate it. ``tabular``:
-    the record comes from a table (Arrow, CSV), whose absent optional columns and empty cells read as None."""
-    if not isinstance(row, dict):
-        return validate_row(row, where)  # reports "row: must be a JSON object"
-    mapped, origin = to_schema(row, where, columns)
-    if tabular:
-        mapped = {k: v for k, v in mapped.items() if v is not None}
-    unknown = sorted(set(mapped) - KNOWN_FIELDS)
-    try:
-        example = validate_row({k: v for k, v in mapped.items() if k in KNOWN_FIELDS}, where)
-    except DataError as err:
-        raise DataError(_rename(str(err), where, origin)) from None
-    report.ignore(unknown, where)
-    return example

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-KNOWN_FIELDS = {"query", "pos", "neg", "task", "instruction", "label", "pos_scores", "neg_scores"}
+from trainer.data.fields import KNOWN_FIELDS, DataError
+from trainer.data.formats import check_columns, rename, to_schema
 
+__all__ = ["DataError", "Example", "KNOWN_FIELDS", "LoadReport", "iter_jsonl", "iter_records", "read_row",
+           "validate_row"]
 
-class DataError(ValueError):
-    """A malformed row: the message starts with ``path:line: field:``."""
 
 
 @dataclass
@@ -154,12 +155,27 @@ class LoadReport:
         return text
 
 
+def read_row(row: Any, where: str, columns: dict[str, str], report: LoadReport, tabular: bool = False) -> Example:
+    """Map one raw record to the schema, count its unknown fields in ``report``, and validate it. ``tabular``:
+    the record comes from a table (Arrow, CSV), whose absent optional columns and empty cells read as None."""
+    if not isinstance(row, dict):
+        return validate_row(row, where)  # reports "row: must be a JSON object"
+    mapped, origin = to_schema(row, where, columns)
+    if tabular:
+        mapped = {k: v for k, v in mapped.items() if v is not None}
+    unknown = sorted(set(mapped) - KNOWN_FIELDS)
+    try:
+        example = validate_row({k: v for k, v in mapped.items() if k in KNOWN_FIELDS}, where)
+    except DataError as err:
+        raise DataError(rename(str(err), where, origin)) from None
+    report.ignore(unknown, where)
+    return example
+
+
 def iter_jsonl(path: str | Path, on_error: str = "raise", report: Optional[LoadReport] = None,
                columns: Optional[dict[str, str]] = None) -> Iterator[Example]:
     """Yield validated rows of one JSONL file (any row format, ``columns`` as ``data.columns``). Reads bytes so
     undecodable lines are reported, not replaced."""
-    from trainer.data.formats import check_columns, read_row  # formats builds on this module
-
     mapping = check_columns(columns)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be raise or skip, got {on_error!r}")
@@ -202,8 +218,6 @@ def iter_records(records: Iterable[dict[str, Any]], source: str, on_error: str =
                  row_label: str = "") -> Iterator[Example]:
     """Validate already-decoded rows (Hugging Face datasets); ``where`` is ``source:N`` (``source:row N`` with
     ``row_label="row "``, for tables whose row numbers are no line numbers)."""
-    from trainer.data.formats import check_columns, read_row  # formats builds on this module
-
     report = report if report is not None else LoadReport()
     mapping = check_columns(columns)
     for i, row in enumerate(records, start=1):

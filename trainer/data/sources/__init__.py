@@ -2,7 +2,7 @@
 
     python -m trainer.train 'data.train_files=[data/samples/st_triplets.csv,data/samples/saved]'
 
-Kinds (``READERS``, filled by ``jsonl.py`` and ``hf.py``):
+Kinds (``READERS`` of ``base.py``, filled by ``jsonl.py`` and ``hf.py`` as they are imported):
 
 - ``jsonl``: our JSONL reader (line-precise messages); any row format of ``trainer.data.formats``;
 - ``files``: one json/jsonl/csv/tsv/parquet file read through ``datasets.load_dataset`` (errors: ``path:row N``);
@@ -20,40 +20,18 @@ A name that is not on disk and looks like ``owner/name`` is a Hub id; loading it
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator
 
 from trainer.data.schema import Example, LoadReport
+from trainer.data.sources import hf, jsonl  # noqa: F401  (each registers its readers)
+from trainer.data.sources.base import READERS, SourceOptions, register
+
+__all__ = ["FORMATS", "READERS", "SourceOptions", "read_source", "register", "resolve"]
 
 FORMATS = ("auto", "jsonl", "hf")
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """How every source of one load is read (the ``data.*`` fields that are not per source)."""
-
-    fmt: str = "auto"
-    on_error: str = "raise"
-    streaming: bool = False  # files/hub: iterate without loading everything
-    columns: dict[str, str] = field(default_factory=dict)  # raw column -> schema field (data.columns)
-    hf_config: Optional[str] = None
-    hf_split: str = "train"
-    hf_revision: Optional[str] = None
-
-
-Reader = Callable[[str, SourceOptions, LoadReport], Iterator[Example]]
-READERS: dict[str, Reader] = {}
-
-
-def register(kind: str) -> Callable[[Reader], Reader]:
-    """Add a reader for ``kind`` (a module per kind registers itself on import)."""
-    def wrap(reader: Reader) -> Reader:
-        READERS[kind] = reader
-        return reader
-    return wrap
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -99,6 +77,3 @@ def read_source(entry: str, options: SourceOptions, report: LoadReport) -> Itera
     """Every validated row of one ``data.train_files`` entry."""
     for kind, location in resolve(entry, options.fmt):
         yield from READERS[kind](location, options, report)
-
-
-from trainer.data.sources import hf, jsonl  # noqa: E402,F401  (register the readers)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from trainer.data.schema import Example, LoadReport, iter_records
-from trainer.data.sources import SourceOptions, register
+from trainer.data.sources.base import SourceOptions, register
 
 BUILDERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".arrow": "arrow"}  # any other suffix: json
 

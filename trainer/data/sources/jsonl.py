@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from trainer.data.schema import Example, LoadReport, iter_jsonl
-from trainer.data.sources import SourceOptions, register
+from trainer.data.sources.base import SourceOptions, register
 
 
 @register("jsonl")
