@@ -66,7 +66,7 @@ class DataConfig:
     on_error: str = "raise"  # raise | skip (bad rows are counted and reported)
     task_homogeneous: bool = False  # every batch from one task (E5/BGE style)
     max_rows: Optional[int] = None
-    max_rows_per_file: Optional[int] = None  # the first N rows of each file (sizes a multi-task mix)
+    max_rows_per_file: Optional[int] = None  # the first N rows of each source (sizes a multi-task mix)
     num_workers: int = 0
 
 

@@ -1,7 +1,8 @@
 """Sources read through Hugging Face ``datasets``: data files, ``save_to_disk`` folders and Hub ids.
 
 ``datasets`` is imported only when one of these is read (it is slow to import). Rows are numbered from 1 in
-messages, ``path:row N`` (a table's row, header not counted; JSON files keep ``path:N``, their line).
+messages, ``path:row N`` (a table's row, header not counted); JSON files keep ``path:N`` as before (the line of
+a JSON-lines file, the element of a JSON array).
 """
 from __future__ import annotations
 
