@@ -22,7 +22,6 @@ BAD_ROWS = [
     ({"query": "q", "pos": ["p", 4]}, "pos[1]: must be a string"),
     ({"query": "q", "pos": ["p", " "]}, "pos[1]: empty string"),
     ({"query": "q", "pos": ["p"], "neg": ["p"]}, "neg: a negative equals a positive"),
-    ({"query": "q", "pos": ["p"], "negs": ["x"]}, "negs: unknown field"),
     ({"query": "q", "pos": ["p"], "pos_scores": [1.0, 2.0]}, "pos_scores: must be a list of 1 numbers"),
     ({"query": "q", "pos": ["p"], "pos_scores": ["x"]}, "pos_scores[0]: must be a finite number"),
     ({"query": "q", "pos": ["p"], "neg": ["n"], "neg_scores": [float("nan")]}, "neg_scores[0]: must be a finite"),
@@ -37,6 +36,16 @@ def test_each_malformed_row_names_file_line_and_field(tmp_path: Path, row: objec
     with pytest.raises(DataError) as err:
         list(iter_jsonl(path))
     assert str(err.value).startswith(f"{path}:3: {message}"), str(err.value)
+
+
+def test_an_unknown_field_is_ignored_counted_and_reported_once(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", [GOOD, {"query": "q2", "pos": ["p"], "negs": ["x"]},
+                                              {"query": "q3", "pos": ["p"], "negs": ["y"]}])
+    report = LoadReport()
+    examples = list(iter_jsonl(path, report=report))
+    assert [e.neg for e in examples] == [["n"], [], []] and report.rows == 3
+    assert report.ignored == Counter({"negs": 2})
+    assert f"unknown fields ignored: negs (2 rows, first at {path}:2)" in report.summary()
 
 
 def test_invalid_json_and_undecodable_bytes(tmp_path: Path) -> None:

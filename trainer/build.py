@@ -12,7 +12,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.data.dataset import Collator, ContrastiveDataset, UniqueBatchSampler, load_examples
+from trainer.data.dataset import Collator, ContrastiveDataset, UniqueBatchSampler, load_data_config
 from trainer.models.encoder import Encoder
 from trainer.objective import Objective
 
@@ -42,8 +42,7 @@ def build_encoder(cfg: DictConfig) -> Encoder:
 
 def build_data(cfg: DictConfig, encoder: Encoder, batch_size: int, seed: int, world_size: int, rank: int,
                log: Callable[[str], None] = print) -> tuple[torch.utils.data.DataLoader, UniqueBatchSampler]:
-    examples, report = load_examples(list(cfg.train_files), cfg.format, cfg.on_error, cfg.max_rows, cfg.streaming,
-                                     cfg.get("max_rows_per_file"))
+    examples, report = load_data_config(cfg)
     log(f"data: {report.summary()}")
     prompts = encoder.spec.prompts
     dataset = ContrastiveDataset(examples, cfg.num_negatives, seed, prompts.instruction_paraphrases,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -53,14 +53,20 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train_files: List[str] = MISSING  # JSONL files (or parquet/json via format=hf)
-    format: str = "jsonl"  # jsonl | hf (local Hugging Face datasets json/parquet)
-    streaming: bool = False  # hf only: iterate without loading everything
+    # Sources (trainer/data/sources): JSONL/json/csv/tsv/parquet files, folders of them, save_to_disk folders, Hub ids
+    train_files: List[str] = MISSING
+    format: str = "auto"  # auto (by suffix / folder content) | jsonl (our reader for all) | hf (datasets for all)
+    columns: Any = None  # raw column -> schema field, e.g. {question: query, answer: pos}
+    hf_config: Optional[str] = None  # Hub ids: the dataset's config (subset) name
+    hf_split: str = "train"  # Hub ids and save_to_disk DatasetDict folders
+    hf_revision: Optional[str] = None  # Hub ids: a branch, tag or commit
+    source_rows: Optional[List[Optional[int]]] = None  # per train_files entry: its first N rows (null = all)
+    streaming: bool = False  # datasets files and Hub ids: iterate without loading everything
     num_negatives: int = 0  # hard negatives per query (0 = in-batch negatives only)
     on_error: str = "raise"  # raise | skip (bad rows are counted and reported)
     task_homogeneous: bool = False  # every batch from one task (E5/BGE style)
     max_rows: Optional[int] = None
-    max_rows_per_file: Optional[int] = None  # the first N rows of each file (sizes a multi-task mix)
+    max_rows_per_file: Optional[int] = None  # the first N rows of each source (sizes a multi-task mix)
     num_workers: int = 0
 
 
@@ -352,6 +358,13 @@ def check_train_config(cfg: Any) -> None:
         if value is None or isinstance(value, bool) or value < low:
             allowed = f">= {low}" + (" or null" if nullable else "")
             raise ValueError(f"{key}={value}: must be {allowed} ({meaning})")
+    data_format = OmegaConf.select(cfg, "data.format", default="auto")
+    if data_format not in ("auto", "jsonl", "hf"):  # trainer.data.sources.FORMATS, checked before a model loads
+        raise ValueError(f"data.format={data_format}: must be auto, jsonl or hf")
+    columns = OmegaConf.select(cfg, "data.columns", default=None)
+    if columns is not None and not isinstance(columns, Mapping):
+        raise ValueError(f"data.columns={columns}: must be a mapping of column to schema field, e.g. "
+                         "data.columns={question: query, answer: pos}")
     if OmegaConf.select(cfg, "distill.unlabeled.files", default=None) and cfg.train.mini_batch_size:
         raise ValueError("distill.unlabeled with train.mini_batch_size (GradCache) is not supported: the unlabeled "
                          "texts are encoded in one pass; set train.mini_batch_size=null or distill.unlabeled.files=[]")

@@ -21,41 +21,58 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
-from trainer.data.schema import Example, LoadReport, iter_jsonl, iter_records
+from trainer.data.formats import check_columns
+from trainer.data.schema import Example, LoadReport
+from trainer.data.sources import SourceOptions, read_source
 
 
 def load_examples(files: Sequence[str], fmt: str = "jsonl", on_error: str = "raise",
                   max_rows: Optional[int] = None, streaming: bool = False,
-                  max_rows_per_file: Optional[int] = None) -> tuple[list[Example], LoadReport]:
-    """Read and validate every row of ``files`` (JSONL, or json/parquet through Hugging Face datasets); the
-    first ``max_rows_per_file`` of each file (a multi-task mix of sized tasks), at most ``max_rows`` in all."""
+                  max_rows_per_file: Optional[int] = None, *, columns: Optional[Mapping[str, str]] = None,
+                  hf_config: Optional[str] = None, hf_split: str = "train", hf_revision: Optional[str] = None,
+                  source_rows: Optional[Sequence[Optional[int]]] = None) -> tuple[list[Example], LoadReport]:
+    """Read and validate every row of the sources ``files`` (see ``trainer.data.sources``: JSONL, data files and
+    folders of them, ``save_to_disk`` folders, Hub ids; ``fmt`` auto | jsonl | hf). A mixture: the first
+    ``max_rows_per_file`` rows of each source, or ``source_rows[i]`` of source ``i`` (None = all; the smaller cap
+    wins), at most ``max_rows`` in all. The report counts the rows each source contributed."""
+    if source_rows is not None and len(source_rows) != len(files):
+        raise ValueError(f"data.source_rows has {len(source_rows)} entries for {len(files)} data.train_files: "
+                         "give one count (or null for all rows) per source")
+    options = SourceOptions(fmt=fmt, on_error=on_error, streaming=streaming, columns=check_columns(columns),
+                            hf_config=hf_config, hf_split=hf_split, hf_revision=hf_revision)
     report = LoadReport()
     examples: list[Example] = []
-    for file in files:
-        if fmt == "jsonl":
-            rows = iter_jsonl(file, on_error, report)
-        elif fmt == "hf":
-            import datasets  # heavy import, only when asked for
-
-            builder = "parquet" if str(file).endswith(".parquet") else "json"
-            ds = datasets.load_dataset(builder, data_files=str(file), split="train", streaming=streaming)
-            rows = iter_records(ds, str(file), on_error, report)
-        else:
-            raise ValueError(f"data.format must be jsonl or hf, got {fmt!r}")
-        for taken, example in enumerate(rows, start=1):
+    for i, file in enumerate(files):
+        caps = [c for c in (max_rows_per_file, None if source_rows is None else source_rows[i]) if c is not None]
+        cap = min(caps) if caps else None
+        taken = 0
+        for example in read_source(str(file), options, report) if cap != 0 else ():
             examples.append(example)
-            if max_rows is not None and len(examples) >= max_rows:
-                return examples, report
-            if max_rows_per_file is not None and taken >= max_rows_per_file:
+            taken += 1
+            if (max_rows is not None and len(examples) >= max_rows) or (cap is not None and taken >= cap):
                 break
+        report.sources.append((str(file), taken))
+        if max_rows is not None and len(examples) >= max_rows:
+            break
     if not examples:
         raise ValueError(f"no usable training rows in {list(files)} ({report.summary()})")
     return examples, report
+
+
+def load_data_config(cfg: Any) -> tuple[list[Example], LoadReport]:
+    """``load_examples`` with every source option of a ``data`` config (configs saved before an option existed
+    read its default)."""
+    source_rows = cfg.get("source_rows")
+    return load_examples(list(cfg.train_files), cfg.get("format", "auto"), cfg.get("on_error", "raise"),
+                         cfg.get("max_rows"), bool(cfg.get("streaming", False)), cfg.get("max_rows_per_file"),
+                         columns=cfg.get("columns"), hf_config=cfg.get("hf_config"),
+                         hf_split=cfg.get("hf_split") or "train", hf_revision=cfg.get("hf_revision"),
+                         source_rows=None if source_rows is None else list(source_rows))
 
 
 def text_id(text: str) -> int:

@@ -6,7 +6,9 @@ One JSON object per line: ``{"query", "pos": [...], "neg": [...], "task"?, "inst
 "pos_scores"?, "neg_scores"?}`` (see data/README.md). ``label`` marks rows of a label task (classification or
 clustering learned as "same label" retrieval): in-batch candidates of a row with the same task and label are
 positives too, masked out of the loss rather than learned as negatives. A bad row stops the load with ``path:line: field: what is wrong``;
-with ``on_error="skip"`` it is skipped and counted instead.
+with ``on_error="skip"`` it is skipped and counted instead. Rows in other formats (FlagEmbedding, sentence-transformers,
+``data.columns``) are mapped onto this schema first (``trainer.data.formats``); fields no format knows are ignored and
+counted in the load report, so ``validate_row`` alone (strict) still refuses them.
 """
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-KNOWN_FIELDS = {"query", "pos", "neg", "task", "instruction", "label", "pos_scores", "neg_scores"}
+from trainer.data.fields import KNOWN_FIELDS, DataError
+from trainer.data.formats import check_columns, rename, to_schema
 
+__all__ = ["DataError", "Example", "KNOWN_FIELDS", "LoadReport", "iter_jsonl", "iter_records", "read_row",
+           "validate_row"]
 
-class DataError(ValueError):
-    """A malformed row: the message starts with ``path:line: field:``."""
 
 
 @dataclass
@@ -123,6 +126,15 @@ class LoadReport:
     rows: int = 0
     skipped: Counter = field(default_factory=Counter)  # field -> count
     first_errors: list[str] = field(default_factory=list)
+    ignored: Counter = field(default_factory=Counter)  # unknown field -> rows that carried it
+    ignored_first: dict[str, str] = field(default_factory=dict)  # unknown field -> where it was first seen
+    sources: list[tuple[str, int]] = field(default_factory=list)  # (source, rows it contributed), in order
+
+    def ignore(self, names: Iterable[str], where: str) -> None:
+        """Count fields no format knows (reported once in the summary, not per row)."""
+        for name in names:
+            self.ignored[name] += 1
+            self.ignored_first.setdefault(name, where)
 
     def record(self, err: DataError) -> None:
         name = str(err).split(": ")[1] if ": " in str(err) else "row"
@@ -135,11 +147,36 @@ class LoadReport:
         text = f"{self.rows} rows loaded, {skipped} skipped"
         if skipped:
             text += f" ({dict(self.skipped)}); first: {self.first_errors[0]}"
+        if self.ignored:
+            text += "; unknown fields ignored: " + ", ".join(
+                f"{name} ({count} rows, first at {self.ignored_first[name]})" for name, count in self.ignored.items())
+        if len(self.sources) > 1:
+            text += "; per source: " + ", ".join(f"{name} {rows}" for name, rows in self.sources)
         return text
 
 
-def iter_jsonl(path: str | Path, on_error: str = "raise", report: Optional[LoadReport] = None) -> Iterator[Example]:
-    """Yield validated rows of one JSONL file. Reads bytes so undecodable lines are reported, not replaced."""
+def read_row(row: Any, where: str, columns: dict[str, str], report: LoadReport, tabular: bool = False) -> Example:
+    """Map one raw record to the schema, count its unknown fields in ``report``, and validate it. ``tabular``:
+    the record comes from a table (Arrow, CSV), whose absent optional columns and empty cells read as None."""
+    if not isinstance(row, dict):
+        return validate_row(row, where)  # reports "row: must be a JSON object"
+    mapped, origin = to_schema(row, where, columns)
+    if tabular:
+        mapped = {k: v for k, v in mapped.items() if v is not None}
+    unknown = sorted(set(mapped) - KNOWN_FIELDS)
+    try:
+        example = validate_row({k: v for k, v in mapped.items() if k in KNOWN_FIELDS}, where)
+    except DataError as err:
+        raise DataError(rename(str(err), where, origin)) from None
+    report.ignore(unknown, where)
+    return example
+
+
+def iter_jsonl(path: str | Path, on_error: str = "raise", report: Optional[LoadReport] = None,
+               columns: Optional[dict[str, str]] = None) -> Iterator[Example]:
+    """Yield validated rows of one JSONL file (any row format, ``columns`` as ``data.columns``). Reads bytes so
+    undecodable lines are reported, not replaced."""
+    mapping = check_columns(columns)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be raise or skip, got {on_error!r}")
     report = report if report is not None else LoadReport()
@@ -166,7 +203,7 @@ def iter_jsonl(path: str | Path, on_error: str = "raise", report: Optional[LoadR
                     row = json.loads(text.rstrip("\r\n"))
                 except json.JSONDecodeError as err:
                     raise _fail(where, "row", f"invalid JSON: {err.msg} at column {err.colno}")
-                example = validate_row(row, where)
+                example = read_row(row, where, mapping, report)
             except DataError as err:
                 if on_error == "raise":
                     raise
@@ -177,14 +214,15 @@ def iter_jsonl(path: str | Path, on_error: str = "raise", report: Optional[LoadR
 
 
 def iter_records(records: Iterable[dict[str, Any]], source: str, on_error: str = "raise",
-                 report: Optional[LoadReport] = None) -> Iterator[Example]:
-    """Validate already-decoded rows (Hugging Face datasets); ``where`` is ``source:row N``."""
+                 report: Optional[LoadReport] = None, columns: Optional[dict[str, str]] = None,
+                 row_label: str = "") -> Iterator[Example]:
+    """Validate already-decoded rows (Hugging Face datasets); ``where`` is ``source:N`` (``source:row N`` with
+    ``row_label="row "``, for tables whose row numbers are no line numbers)."""
     report = report if report is not None else LoadReport()
+    mapping = check_columns(columns)
     for i, row in enumerate(records, start=1):
-        # Arrow fills absent optional columns with None; drop them so they read as absent.
-        row = {k: v for k, v in dict(row).items() if v is not None}
         try:
-            example = validate_row(row, f"{source}:{i}")
+            example = read_row(dict(row), f"{source}:{row_label}{i}", mapping, report, tabular=True)
         except DataError as err:
             if on_error == "raise":
                 raise

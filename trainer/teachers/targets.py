@@ -227,10 +227,9 @@ def distill_weights(cfg: DictConfig) -> dict[str, float]:
 
 def fill_teacher_cache(config: DictConfig) -> Optional[TeacherTargets]:
     """Read the training rows of ``config`` and build their teacher targets (filling the teacher's cache)."""
-    from trainer.data.dataset import load_examples
+    from trainer.data.dataset import load_data_config
 
-    rows, report = load_examples(list(config.data.train_files), config.data.format, config.data.on_error,
-                                 config.data.max_rows, max_rows_per_file=config.data.max_rows_per_file)
+    rows, report = load_data_config(config.data)
     print(f"data: {report.summary()}")
     built = build_teacher_targets(config, rows)
     print("no teacher targets to build" if built is None else f"teacher targets ready: dim {built.dim}")
