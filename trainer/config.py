@@ -140,6 +140,8 @@ class TrainLoopConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16
     save_every_n_steps: Optional[int] = None  # null or 0 = save only when training stops
     keep_last: int = 2  # states and checkpoints kept; 0 = keep every one
+    keep_best: Optional[str] = None  # "<task>/<score>": also keep the checkpoint that scored best (checkpoints/best)
+    early_stopping_patience: Optional[int] = None  # stop after N evaluations without a better keep_best score
     seed: int = 42
     num_threads: Optional[int] = None  # torch intra-op threads (CPU)
     progress_bar: bool = True
@@ -333,6 +335,7 @@ _BOUNDS = {
     "train.gradient_accumulation_steps": (1, False, "micro-batches per optimizer step"),
     "train.save_every_n_steps": (0, True, "null or 0 saves only when training stops"),
     "train.keep_last": (0, False, "states and checkpoints kept; 0 keeps every one"),
+    "train.early_stopping_patience": (1, True, "evaluations without improvement before stopping; null never stops"),
     "train.remine_every": (1, True, "optimizer steps between re-minings; null never re-mines"),
     "train.mini_batch_size": (1, True, "texts per GradCache mini-batch; null turns GradCache off"),
     "data.num_negatives": (0, False, "hard negatives per query; 0 uses in-batch negatives only"),
@@ -352,9 +355,25 @@ def check_train_config(cfg: Any) -> None:
         if value is None or isinstance(value, bool) or value < low:
             allowed = f">= {low}" + (" or null" if nullable else "")
             raise ValueError(f"{key}={value}: must be {allowed} ({meaning})")
+    check_keep_best(cfg)
     if OmegaConf.select(cfg, "distill.unlabeled.files", default=None) and cfg.train.mini_batch_size:
         raise ValueError("distill.unlabeled with train.mini_batch_size (GradCache) is not supported: the unlabeled "
                          "texts are encoded in one pass; set train.mini_batch_size=null or distill.unlabeled.files=[]")
+
+
+def check_keep_best(cfg: Any) -> None:
+    """``train.keep_best`` names a score of a configured eval task; early stopping watches that score."""
+    metric = OmegaConf.select(cfg, "train.keep_best", default=None)
+    if OmegaConf.select(cfg, "train.early_stopping_patience", default=None) is not None and not metric:
+        raise ValueError("train.early_stopping_patience needs train.keep_best=<task>/<score>: the score it watches")
+    if not metric:
+        return
+    tasks = [t.name for t in OmegaConf.select(cfg, "eval.tasks", default=None) or []]
+    if not tasks:
+        raise ValueError(f"train.keep_best={metric}: needs eval.tasks (and eval.every_n_steps to compare steps)")
+    if "/" not in metric or metric.split("/", 1)[0] not in tasks:
+        raise ValueError(f"train.keep_best={metric}: must be <task>/<score> of an eval task ({', '.join(tasks)}), "
+                         f"e.g. {tasks[0]}/ndcg_at_10")
 
 
 @dataclass
