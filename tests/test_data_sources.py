@@ -210,7 +210,7 @@ def test_training_runs_on_a_save_to_disk_folder(compose, tmp_path: Path) -> None
 def test_data_options_compose_and_are_checked_before_a_model_loads(compose) -> None:
     from hydra.errors import ConfigCompositionException
 
-    from trainer.config import check_train_config
+    from trainer.config_checks import check_train_config
     from trainer.data.dataset import load_data_config
 
     cfg = compose(f"data.train_files=[{SAMPLES / 'custom_columns.json'}]",

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from trainer.run import RunDir, check_resume_config, config_hash, step_name, trained_config
+from trainer.run import RunDir, check_resume_config, config_hash, resumable_runs, step_name, trained_config
 
 STATE_FILE = "trainer_state.json"
 REMINED_FILE = "remined.json"
@@ -104,6 +104,8 @@ def resolve_resume(cfg: DictConfig, run: RunDir, world_size: int,
                                   "continue it with resume=auto, or pick another name=...")
         return None
     if cfg.resume == "auto":
+        if default_name(cfg):
+            raise ValueError(unnamed_resume_message(cfg, run))
         if not states:
             return None  # nothing to resume: start fresh
         path, saved = pick_state(states, log)
@@ -122,6 +124,25 @@ def resolve_resume(cfg: DictConfig, run: RunDir, world_size: int,
     return path, saved
 
 
+def default_name(cfg: DictConfig) -> bool:
+    """``name`` is still conf/train.yaml's default, a timestamp: each start gets a new run dir."""
+    if "name" not in cfg or not OmegaConf.is_interpolation(cfg, "name"):
+        return False
+    raw = OmegaConf.to_container(cfg, resolve=False).get("name")
+    return isinstance(raw, str) and raw.startswith("${now:")
+
+
+def unnamed_resume_message(cfg: DictConfig, run: RunDir) -> str:
+    """Why ``resume=auto`` without ``name=`` is refused, and the runs it could have meant."""
+    runs = Path(cfg.paths.runs) if cfg.get("paths") and cfg.paths.get("runs") else run.root.parent
+    found = resumable_runs(runs)
+    listed = ("; runs under " + str(runs) + " that can be resumed: "
+              + ", ".join(f"{name} (last state {state})" for name, state in found)
+              if found else f"; no run under {runs} can be resumed (none holds a state without DONE.json)")
+    return (f"resume=auto needs name=<run>: without it this start gets a new timestamped run dir "
+            f"({run.root.name}) with nothing to resume{listed}. Continue one with name=<run> resume=auto.")
+
+
 class Checkpointer:
     """Writes the resume state and the exported checkpoint of a step (once per step) and reads a state back.
 
@@ -137,6 +158,8 @@ class Checkpointer:
         self.scheduler, self.encoder, self.total_steps = scheduler, encoder, total_steps
         self.extra_state, self.on_saved = extra_state, on_saved
         self.saved_step: Optional[int] = None  # the step whose state exists already (saved or resumed)
+        self.exported_step: Optional[int] = None  # the step whose checkpoint this process wrote last
+        self.best: Optional[Path] = None  # train.keep_best: the checkpoint rotation never removes
 
     def _state_json(self, state: TrainState, folder: Path) -> dict[str, Any]:
         return {"state": asdict(state), "config_hash": config_hash(self.cfg),
@@ -169,19 +192,28 @@ class Checkpointer:
             tmp.rename(target)  # the state folder exists under its final name only when complete
             run.rotate(run.states, self.cfg.train.keep_last)
             self._export(state.step, final)
+            run.echo(f"step {state.step}: saved state/{name} and checkpoints/{name}" + (" (final)" if final else ""))
         self.saved_step = state.step
         accelerator.wait_for_everyone()
+
+    def export(self, step: int) -> Path:
+        """Rank 0: the checkpoint of ``step`` without a resume state (a best step between saves)."""
+        if self.accelerator.is_main_process:
+            self._export(step, final=False)
+        return self.run.checkpoints / step_name(step)
 
     def _export(self, step: int, final: bool) -> None:
         from trainer.models.checkpoint import save_checkpoint
 
         folder = self.run.checkpoints / step_name(step)
-        save_checkpoint(self.encoder, folder, {"step": step, "config_hash": config_hash(self.cfg), "final": final,
-                                               "run": str(self.run.root),
-                                               "task_instructions": self.encoder.spec.prompts.instructions})
-        if self.on_saved is not None:
-            self.on_saved(folder)
-        self.run.rotate(self.run.checkpoints, self.cfg.train.keep_last)
+        if self.exported_step != step or final or not folder.exists():  # a best step's checkpoint is written once
+            save_checkpoint(self.encoder, folder, {"step": step, "config_hash": config_hash(self.cfg), "final": final,
+                                                   "run": str(self.run.root),
+                                                   "task_instructions": self.encoder.spec.prompts.instructions})
+            self.exported_step = step
+            if self.on_saved is not None:
+                self.on_saved(folder)
+        self.run.rotate(self.run.checkpoints, self.cfg.train.keep_last, spare=self.best)
 
     def restore(self, path: Path, saved: dict[str, Any]) -> TrainState:
         """Load model, optimizer and RNG (accelerate) and the lr schedule; returns the data position."""

@@ -146,6 +146,8 @@ class TrainLoopConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16
     save_every_n_steps: Optional[int] = None  # null or 0 = save only when training stops
     keep_last: int = 2  # states and checkpoints kept; 0 = keep every one
+    keep_best: Optional[str] = None  # "<task>/<score>": also keep the checkpoint that scored best (checkpoints/best)
+    early_stopping_patience: Optional[int] = None  # stop after N evaluations without a better keep_best score
     seed: int = 42
     num_threads: Optional[int] = None  # torch intra-op threads (CPU)
     progress_bar: bool = True
@@ -331,45 +333,6 @@ class EvaluateConfig:
 
 
 # key -> (lowest value allowed, whether null is allowed, what the key counts)
-_BOUNDS = {
-    "train.batch_size": (1, False, "queries per device per step"),
-    "train.epochs": (1, False, "passes over the data; train.max_steps=N trains N steps instead"),
-    "train.max_steps": (1, True, "optimizer steps; null trains train.epochs epochs"),
-    "train.stop_after_steps": (1, True, "the step to stop at; null stops at the end"),
-    "train.gradient_accumulation_steps": (1, False, "micro-batches per optimizer step"),
-    "train.save_every_n_steps": (0, True, "null or 0 saves only when training stops"),
-    "train.keep_last": (0, False, "states and checkpoints kept; 0 keeps every one"),
-    "train.remine_every": (1, True, "optimizer steps between re-minings; null never re-mines"),
-    "train.mini_batch_size": (1, True, "texts per GradCache mini-batch; null turns GradCache off"),
-    "data.num_negatives": (0, False, "hard negatives per query; 0 uses in-batch negatives only"),
-    "data.max_rows": (1, True, "rows read; null reads every row"),
-    "logger.every_n_steps": (1, False, "optimizer steps between metric records"),
-    "eval.every_n_steps": (1, True, "optimizer steps between evaluations; null evaluates before and after only"),
-    "distill.unlabeled.batch_size": (2, True, "unlabeled texts per step and process (each is scored against the rest)"),
-}
-
-
-def check_train_config(cfg: Any) -> None:
-    """Refuse counts the schema's types allow but training cannot use, naming the key, the value and the range."""
-    for key, (low, nullable, meaning) in _BOUNDS.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is None and nullable:
-            continue
-        if value is None or isinstance(value, bool) or value < low:
-            allowed = f">= {low}" + (" or null" if nullable else "")
-            raise ValueError(f"{key}={value}: must be {allowed} ({meaning})")
-    data_format = OmegaConf.select(cfg, "data.format", default="auto")
-    if data_format not in ("auto", "jsonl", "hf"):  # trainer.data.sources.FORMATS, checked before a model loads
-        raise ValueError(f"data.format={data_format}: must be auto, jsonl or hf")
-    columns = OmegaConf.select(cfg, "data.columns", default=None)
-    if columns is not None and not isinstance(columns, Mapping):
-        raise ValueError(f"data.columns={columns}: must be a mapping of column to schema field, e.g. "
-                         "data.columns={question: query, answer: pos}")
-    if OmegaConf.select(cfg, "distill.unlabeled.files", default=None) and cfg.train.mini_batch_size:
-        raise ValueError("distill.unlabeled with train.mini_batch_size (GradCache) is not supported: the unlabeled "
-                         "texts are encoded in one pass; set train.mini_batch_size=null or distill.unlabeled.files=[]")
-
-
 @dataclass
 class PushConfig:
     """``python -m trainer.push checkpoint=... repo_id=...`` (conf/push.yaml): publish to the Hugging Face Hub."""

@@ -5,8 +5,10 @@
 
 ``train``: check the config -> take the run lock -> ``setup`` (data, teacher targets, objective, optimizer, resume
 state) -> ``Training.run``: for each batch ``accumulate`` -> loss parts -> backward -> step (counted only when
-gradients sync) -> ``maybe_log`` / ``maybe_eval`` / ``maybe_remine`` / ``maybe_save``. Resume states and exported
-checkpoints are written by ``trainer.checkpointing.Checkpointer``.
+gradients sync) -> ``maybe_log`` / ``maybe_eval`` / ``maybe_remine`` / ``maybe_save`` -> at the end ``report``.
+Resume states and exported checkpoints are written by ``trainer.checkpointing.Checkpointer``, the best one kept by
+``trainer.best_checkpoint``; messages go to the console and ``train.log`` (``RunDir.echo``), and ``summary.md`` and
+``plots/`` are written by ``trainer.run_report``.
 """
 from __future__ import annotations
 
@@ -19,17 +21,20 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import broadcast_object_list, send_to_device, set_seed
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from trainer.best_checkpoint import BestCheckpoint
 from trainer.build import Evaluator, build_data, build_encoder, build_objective, build_optimizer, build_scheduler
 from trainer.checkpointing import Checkpointer, TrainState, remined_state, resolve_resume
-from trainer.config import check_train_config
+from trainer.config_checks import check_train_config
 from trainer.gradcache import cached_step
 from trainer.metrics_logger import MetricsLogger
 from trainer.planner import make_plan
 from trainer.run import RunDir, step_name
+from trainer.run_report import Outcome, comparison_table, config_summary, eval_line, progress_line, write_plots, \
+    write_summary
 from trainer.runlock import RunLock
 from trainer.teachers.targets import TeacherCollator, build_teacher_targets
 
@@ -73,9 +78,11 @@ class Setup:
     checkpointer: Checkpointer
     logger: MetricsLogger
     evaluator: Optional[Evaluator]
+    best: Optional[BestCheckpoint]
     remine: Optional[Any]
     state: TrainState
     total_steps: int
+    started: float  # time.perf_counter() when this start began setting up
 
 
 def train(cfg: DictConfig) -> Optional[float]:
@@ -113,12 +120,14 @@ def removed_on_failure(run: RunDir) -> Iterator[None]:
 
 def build(cfg: DictConfig, accelerator: Accelerator, run: RunDir) -> Setup:
     """Resume decision, run dir, data, teacher targets, objective, optimizer and the resumed state."""
-    log = accelerator.print
+    started = time.perf_counter()
+    log = run.echo  # rank 0: the console and train.log
     resume = resolve_resume(cfg, run, accelerator.num_processes, log)
     for stale in run.clean_temporaries():
         log(f"removed {stale}, left by a run killed while writing it")
     if resume is None or resume[0].parent != run.states:
         run.init(cfg, accelerator.num_processes, resume[0] if resume else None)  # provenance of this run dir
+    log(config_summary(cfg, run))
     accelerator.wait_for_everyone()
 
     encoder = build_encoder(cfg.model)
@@ -155,11 +164,13 @@ def build(cfg: DictConfig, accelerator: Accelerator, run: RunDir) -> Setup:
     checkpointer = Checkpointer(cfg, run, accelerator, scheduler, unwrapped.encoder, total_steps,
                                 extra_state=(remine.state_dict if remine is not None else lambda: None),
                                 on_saved=on_save_evaluation(cfg, run, accelerator))
+    best = BestCheckpoint.from_config(cfg, run, checkpointer)
     state = TrainState()
     if resume is not None:
         state = checkpointer.restore(*resume)
         log(f"resumed from {resume[0]} at step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})")
         run.truncate_logs(state.step, log=log)
+        best and best.replay()
     log(f"training {total_steps} steps, global batch {cfg.train.batch_size * accelerator.num_processes} x {accum} "
         f"accumulation, {cfg.data.num_negatives} hard negatives per query, {accelerator.num_processes} processes")
     plan = make_plan(cfg, unwrapped, sampler.dataset.examples, accelerator.num_processes,
@@ -169,7 +180,7 @@ def build(cfg: DictConfig, accelerator: Accelerator, run: RunDir) -> Setup:
         plan.write(run.root)
     evaluator = Evaluator(cfg.eval) if cfg.eval.tasks else None
     return Setup(cfg, accelerator, run, loader, sampler, objective, optimizer, scheduler, checkpointer,
-                 MetricsLogger(cfg.logger, run, cfg), evaluator, remine, state, total_steps)
+                 MetricsLogger(cfg.logger, run, cfg), evaluator, best, remine, state, total_steps, started)
 
 
 def on_save_evaluation(cfg: DictConfig, run: RunDir, accelerator: Accelerator) -> Optional[Callable[[Path], None]]:
@@ -182,7 +193,7 @@ def on_save_evaluation(cfg: DictConfig, run: RunDir, accelerator: Accelerator) -
         from trainer.evaluation.watcher import evaluate_saved
 
         evaluate_saved(run.root, folder, list(cfg.eval.tasks), batch_size=cfg.eval.batch_size,
-                       device=str(accelerator.device), log=accelerator.print)
+                       device=str(accelerator.device), log=run.echo)
 
     return evaluate
 
@@ -198,6 +209,9 @@ class Training:
         self.stop_at = min(setup.total_steps, self.cfg.train.stop_after_steps or setup.total_steps)
         self.window: dict[str, Any] = {"start": time.perf_counter(), "samples": 0, "parts": {}, "count": 0}
         self.evaluated: Optional[tuple[int, dict[str, float]]] = None  # (step, results) of the last evaluation
+        self.started, self.first_step, self.first_samples = time.perf_counter(), self.state.step, self.state.samples
+        self.setup_started = setup.started
+        self.stopped: Optional[str] = None  # why training ends before the schedule (early stopping)
 
     def run(self) -> Optional[float]:
         s, state = self.s, self.state
@@ -205,19 +219,36 @@ class Training:
         progress = tqdm(total=s.total_steps, initial=state.step, desc="train", dynamic_ncols=True,
                         disable=not (self.accelerator.is_main_process and self.cfg.train.progress_bar))
         s.objective.train()
+        loop_start = self.started = time.perf_counter()  # the ETA counts from here
         while state.step < self.stop_at:
             self.run_epoch(progress)
         progress.close()
-        finished = state.step >= s.total_steps
+        train_seconds = time.perf_counter() - loop_start
+        finished = state.step >= s.total_steps or self.stopped is not None
         s.checkpointer.save(state, final=finished)
         after = self.maybe_eval(force=True)
         s.logger.finish()
         if finished:
-            s.run.mark_done({"step": state.step, "final_checkpoint": str(s.run.checkpoints / step_name(state.step))})
-        if self.accelerator.is_main_process and before and after:
-            self.accelerator.print(comparison_table(before, after))
+            s.run.mark_done({"step": state.step, "final_checkpoint": str(s.run.checkpoints / step_name(state.step)),
+                             **(s.best.info() if s.best else {}), "stopped": self.stopped})
+        if before and after:
+            s.run.echo(comparison_table(before, after))
         metric = s.evaluator.main_metric() if s.evaluator else None
+        self.report(train_seconds, s.best.metric if s.best else metric)
         return after.get(metric) if metric else None
+
+    def report(self, train_seconds: float, metric: Optional[str]) -> None:
+        """``summary.md`` and ``plots/`` (rank 0), from the run dir's logs: the whole run, across resumes."""
+        s, state = self.s, self.state
+        final = s.run.checkpoints / step_name(state.step)
+        outcome = Outcome(state.step, s.total_steps, state.epoch, state.samples, self.first_step,
+                          state.samples - self.first_samples, time.perf_counter() - self.setup_started, train_seconds,
+                          final, self.stopped, metric)
+        if (summary := write_summary(s.run, outcome)) is not None:
+            plots = write_plots(s.run)
+            names = ", ".join(str(p.relative_to(s.run.root)) for p in plots or []) or "none"
+            missing = " (matplotlib is not installed)" if plots is None else ""
+            s.run.echo(f"summary: {summary}; plots: {names}{missing}")
 
     def run_epoch(self, progress: Any) -> None:
         """From the current position to the end of this epoch's own batches (or the step to stop at)."""
@@ -282,10 +313,17 @@ class Training:
     def after_step(self, grad_norm: Optional[float]) -> None:
         self.maybe_log(grad_norm)
         self.maybe_eval()
+        if self.stopped:
+            self.stop_at = self.state.step  # early stopping: ``run`` saves, evaluates and marks the run done
+            return
         self.maybe_remine()  # before the save: the state carries the negatives the next steps train on
-        every = self.cfg.train.save_every_n_steps
-        if every and self.state.step % every == 0 and self.state.step < self.s.total_steps:
+        if self.periodic_save():
             self.s.checkpointer.save(self.state)
+
+    def periodic_save(self) -> bool:
+        """``train.save_every_n_steps`` saves at this step (the last step is saved by ``run``)."""
+        every, step = self.cfg.train.save_every_n_steps, self.state.step
+        return bool(every and step % every == 0 and step < self.s.total_steps)
 
     def maybe_remine(self) -> None:
         """Refresh every example's negatives with the current weights (same result on every rank)."""
@@ -294,7 +332,7 @@ class Training:
         if self.s.remine is not None and step % every == 0 and step < self.s.total_steps:
             record = self.s.remine(self.unwrapped.encoder)
             self.s.logger.log({"step": step, **record})
-            self.accelerator.print(f"step {step}: re-mined negatives {record}")
+            self.s.run.echo(f"step {step}: re-mined negatives {record}")
 
     def maybe_eval(self, force: bool = False) -> dict[str, float]:
         every, step = self.cfg.eval.every_n_steps, self.state.step
@@ -303,12 +341,22 @@ class Training:
         if self.evaluated is not None and self.evaluated[0] == step:
             return self.evaluated[1]  # the final step, evaluated already by eval.every_n_steps
         results: dict[str, float] = {}
+        stop: list[Optional[str]] = [None]
         if self.accelerator.is_main_process:
             started = time.perf_counter()
             results = self.s.evaluator(self.unwrapped.encoder)
-            self.s.logger.log({"step": step, **results, "eval_seconds": time.perf_counter() - started},
-                              "eval.jsonl")
+            seconds = time.perf_counter() - started
+            self.s.logger.log({"step": step, **results, "eval_seconds": seconds}, "eval.jsonl")
+            self.s.run.echo(eval_line(step, results, seconds))
+            if self.s.best is not None and step > 0:
+                saving = self.periodic_save() or step >= self.stop_at  # this step's save writes its checkpoint
+                stop[0] = self.s.best.update(step, results, saved_at_this_step=saving)
         self.accelerator.wait_for_everyone()
+        if self.s.best is not None and self.accelerator.num_processes > 1:
+            broadcast_object_list(stop)  # rank 0's decision, on every rank
+        if stop[0] and not self.stopped:
+            self.stopped = stop[0]
+            self.s.run.echo(f"step {step}: {self.stopped}")
         self.evaluated = (step, results)
         return results
 
@@ -323,12 +371,8 @@ class Training:
                   "temperature": self.unwrapped.contrastive.temperature,
                   "samples_per_s": window["samples"] / max(elapsed, 1e-9)}
         self.s.logger.log(record)
+        done = state.step - self.first_step
+        eta = (self.stop_at - state.step) * (time.perf_counter() - self.started) / done if done > 0 else None
+        # With the progress bar on screen the line goes to train.log only: the bar shows the same numbers.
+        self.s.run.echo(progress_line(record, self.s.total_steps, eta), console=not self.cfg.train.progress_bar)
         window.update(start=time.perf_counter(), samples=0, parts={}, count=0)
-
-
-def comparison_table(before: dict[str, float], after: dict[str, float]) -> str:
-    lines = ["| metric | before | after | change |", "|---|---|---|---|"]
-    for key in after:
-        if key in before:
-            lines.append(f"| {key} | {before[key]:.4f} | {after[key]:.4f} | {after[key] - before[key]:+.4f} |")
-    return "\n".join(lines)

@@ -1,11 +1,13 @@
 """The run directory: resolved config, provenance, metrics, resume states and exported checkpoints.
 
-    ls runs/<name>/   # config.yaml run_info.json metrics.jsonl eval.jsonl state/ checkpoints/ DONE.json run.lock
+    ls runs/<name>/   # config.yaml run_info.json train.log metrics.jsonl eval.jsonl state/ checkpoints/ summary.md
+                      # plots/ DONE.json run.lock
 
 Only rank 0 writes here, holding ``run.lock`` (``trainer.runlock``); every write of a folder goes through a
 temporary name and a rename, so a folder that exists under its final name is complete. A fresh start clears
 what an earlier attempt that never saved a state left (logs, temporaries); a resume drops log records past the
-resumed step and a cut-off last line.
+resumed step and a cut-off last line. ``train.log`` keeps what the console showed (``RunDir.echo``), appended across
+resumes.
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ PACKAGES = ("embedstill", "torch", "transformers", "tokenizers", "accelerate", "
 # stay as it was. Resume errors list these.
 VOLATILE_KEYS = ("name", "run_dir", "resume", "paths", "extras", "logger", "eval", "train.stop_after_steps",
                  "train.progress_bar", "train.num_threads", "train.keep_last", "train.save_every_n_steps",
+                 "train.keep_best", "train.early_stopping_patience",
                  "data.num_workers", "data.on_error", "teacher.batch_size", "teacher.cache_root")
 LOG_FILES = ("metrics.jsonl", "eval.jsonl")
+TRAIN_LOG = "train.log"  # the console's messages, one timestamped line each (never cleared: a run's history)
 # A feature's keys and the key that turns it on: a state saved before the feature existed resumes while it is off.
 FEATURE_SWITCHES = {"distill.unlabeled": "distill.unlabeled.files"}
 
@@ -118,13 +122,28 @@ class RunDir:
         stale = [p for parent in (self.root, self.states, self.checkpoints) if parent.is_dir()
                  for p in parent.iterdir() if p.name.startswith(".tmp-")]
         for path in stale:
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() \
+                else path.unlink(missing_ok=True)
         return stale
 
     def append(self, name: str, record: dict[str, Any]) -> None:
         if self.is_main:
             with open(self.root / name, "a") as handle:
                 handle.write(json.dumps(record, default=float) + "\n")
+
+    def echo(self, message: str, console: bool = True) -> None:
+        """Print ``message`` (rank 0; ``console=False``: file only) and append it to ``train.log``, so the run dir
+        keeps what the console showed after the terminal is gone. ``tqdm.write`` keeps a progress bar intact."""
+        if not self.is_main:
+            return
+        if console:
+            from tqdm.auto import tqdm
+
+            tqdm.write(message)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / TRAIN_LOG, "a", encoding="utf-8") as handle:
+            handle.writelines(f"[{stamp}] {line}\n" for line in str(message).splitlines() or [""])
 
     def truncate_logs(self, step: int, names: tuple[str, ...] = LOG_FILES,
                       log: Callable[[str], None] = print) -> None:
@@ -151,11 +170,13 @@ class RunDir:
         states = [p for p in self.step_dirs(self.states) if (p / "trainer_state.json").exists()]
         return states[-1] if states else None
 
-    def rotate(self, parent: Path, keep: int) -> None:
+    def rotate(self, parent: Path, keep: int, spare: Optional[Path] = None) -> None:
+        """Keep the newest ``keep`` step folders of ``parent`` (0 = all) and ``spare`` (the best checkpoint)."""
         if not self.is_main or keep <= 0:
             return
         for old in self.step_dirs(parent)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            if spare is None or old.name != spare.name:
+                shutil.rmtree(old, ignore_errors=True)
 
     def mark_done(self, info: dict[str, Any]) -> None:
         if self.is_main:
@@ -164,6 +185,17 @@ class RunDir:
 
 def step_name(step: int) -> str:
     return f"step-{step:06d}"
+
+
+def resumable_runs(runs: Path) -> list[tuple[str, str]]:
+    """(run name, newest complete state) of each run dir under ``runs`` that ``resume=auto`` would continue: it
+    holds a state and no ``DONE.json``."""
+    found = []
+    for root in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
+        state = RunDir(root).latest_state()
+        if state is not None and not (root / "DONE.json").exists():
+            found.append((root.name, state.name))
+    return found
 
 
 def read_records(path: Path, log: Callable[[str], None] = print) -> list[tuple[str, dict[str, Any]]]:
