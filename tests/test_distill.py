@@ -167,3 +167,23 @@ def test_tiny_teacher_distils_into_tiny_student(compose, tiny_model: Path, tmp_p
         assert not any("projection" in k or "distill" in k for k in f.keys())
     held_out = make_rows(48, seed=5)
     assert _held_out_kl(ckpt, teacher_dir, held_out) < 0.8 * _held_out_kl(tiny_model, teacher_dir, held_out)
+
+
+def test_distill_tasks_leave_other_tasks_batches_to_the_contrastive_loss(compose, tiny_model: Path,
+                                                                          tmp_path: Path) -> None:
+    """distill.tasks=[a]: the teacher scores task a's batches; task b's get a zero KL (with a graph) and no targets."""
+    import json
+
+    from conftest import build_tiny_model, make_rows, write_jsonl
+    from trainer.loop import train
+
+    teacher_dir = build_tiny_model(tmp_path / "teacher", hidden=48, layers=2, seed=7)
+    rows = make_rows(32, seed=1, task="a") + make_rows(32, seed=2, task="b")
+    cfg = compose("teacher=mpnet", f"teacher.name_or_path={teacher_dir}", "distill=kl", "distill.tasks=[a]",
+                  f"data.train_files=[{write_jsonl(tmp_path / 'ab.jsonl', rows)}]", "data.task_homogeneous=true",
+                  "data.num_negatives=0", "train.max_steps=8", "logger.every_n_steps=1", "eval.tasks=[]")
+    train(cfg)
+    logged = [json.loads(line) for line in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    kls = [r["kl"] for r in logged]
+    assert len(kls) == 8 and 0 < kls.count(0.0) < 8  # both tasks trained; only task a's steps carry a KL
+    assert all(k > 0 for k in kls if k != 0.0)

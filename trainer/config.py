@@ -222,6 +222,9 @@ class DistillConfig:
     embedding: EmbeddingDistillConfig = field(default_factory=EmbeddingDistillConfig)
     similarity: SimilarityDistillConfig = field(default_factory=SimilarityDistillConfig)
     unlabeled: UnlabeledDistillConfig = field(default_factory=UnlabeledDistillConfig)
+    # Training tasks whose batches the teacher scores (null = every batch). A teacher without instructions teaches
+    # one similarity for every task; on label tasks that pulls against the instruction-conditioned structure.
+    tasks: Optional[List[str]] = None
     # true: the student gets a Dense head into the teacher's space, ridge-fitted before training and exported as a
     # sentence-transformers Dense module; embedding distillation then compares through a fixed identity.
     align: bool = False

@@ -142,7 +142,7 @@ def build(cfg: DictConfig, accelerator: Accelerator, run: RunDir) -> Setup:
     targets = build_teacher_targets(cfg, loader.dataset.examples, accelerator.device, log,
                                     keep_teacher=remine is not None)
     if targets is not None:
-        loader.collate_fn = TeacherCollator(loader.collate_fn, targets)
+        loader.collate_fn = TeacherCollator(loader.collate_fn, targets, (cfg.get("distill") or {}).get("tasks"))
     if cfg.get("distill") is not None and cfg.distill.get("align", False):
         from trainer.teachers.align import attach_aligned_head
 

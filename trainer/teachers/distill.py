@@ -61,6 +61,11 @@ def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Te
     parts: dict[str, torch.Tensor] = {}
     scores: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
     for name, loss in losses.items():
+        if batch.get("teacher_skipped") and loss.inputs != "unlabeled":
+            # distill.tasks leaves this batch out: a zero that still touches every parameter of the loss (DDP
+            # expects a gradient for each, every step).
+            parts[name] = query.sum() * 0.0 + sum((p.sum() * 0.0 for p in loss.parameters()), query.new_zeros(()))
+            continue
         if loss.inputs == "unlabeled":
             if unlabeled is None or "teacher_unlabeled" not in batch:
                 raise KeyError("unlabeled distillation needs the batch's unlabeled texts and their teacher embeddings")

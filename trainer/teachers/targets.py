@@ -16,7 +16,7 @@ resumes and sweeps never run the teacher again. Batches gain:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import hydra
 import numpy as np
@@ -131,12 +131,18 @@ def _write_pairs(path: Path, keys: np.ndarray, scores: np.ndarray) -> None:
 class TeacherCollator:
     """Wraps the data collator: ``Collator`` output plus the teacher's targets for the batch."""
 
-    def __init__(self, base: Callable[[list[Any]], dict[str, Any]], targets: TeacherTargets) -> None:
+    def __init__(self, base: Callable[[list[Any]], dict[str, Any]], targets: TeacherTargets,
+                 tasks: Optional[Sequence[str]] = None) -> None:
         self.base = base
         self.targets = targets
+        self.tasks = None if tasks is None else frozenset(tasks)  # distill.tasks: batches the teacher scores
 
     def __call__(self, samples: list[Any]) -> dict[str, Any]:
-        batch = self.targets.annotate(self.base(samples))
+        batch = self.base(samples)
+        if self.tasks is None or {s.task for s in samples} <= self.tasks:
+            batch = self.targets.annotate(batch)
+        else:
+            batch["teacher_skipped"] = True  # distill.tasks leaves this batch's task to the contrastive loss
         if self.targets.unlabeled is not None:
             batch = self.targets.unlabeled.annotate(batch, self.base.tokenize)
         return batch
