@@ -205,19 +205,18 @@ def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Opti
     if device is not None:
         teacher.to(device)
     log(f"teacher {teacher.name}: computing targets for {len(examples)} training rows (cached)")
+    from trainer.teachers.unlabeled import build_unlabeled
+
+    # First: it refuses a pair-scoring teacher before any pair is scored.
+    unlabeled = build_unlabeled((cfg.get("distill") or {}).get("unlabeled"), teacher, cfg.train.seed, log)
     if teacher.dim is not None:
         targets = embedding_targets(teacher, examples)
-        from trainer.teachers.unlabeled import build_unlabeled
-
-        targets.unlabeled = build_unlabeled((cfg.get("distill") or {}).get("unlabeled"), teacher, cfg.train.seed, log)
     else:
-        if ((cfg.get("distill") or {}).get("unlabeled") or {}).get("files"):
-            raise ValueError(f"distill.unlabeled needs a bi-encoder teacher (its embeddings); {teacher.name} "
-                             "scores pairs")
         targets = pair_score_targets(teacher, examples, cfg.teacher.get("cache_root"))
         if keep_teacher:
             targets.teacher, targets.cache_root = teacher, cfg.teacher.get("cache_root")
             log(f"teacher {teacher.name}: kept in memory to score the pairs re-mining creates")
+    targets.unlabeled = unlabeled
     del teacher  # otherwise never used again: free its memory before the student trains
     return targets
 
