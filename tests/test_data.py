@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -184,3 +185,36 @@ def test_a_directory_as_training_file_and_a_cut_off_line_name_what_is_wrong(tmp_
     path.write_text(json.dumps(GOOD) + '\n{"query": "q", "pos": ["p"\n')
     with pytest.raises(DataError, match=rf"^{path}:2: row: invalid JSON: .* at column 27$"):
         list(iter_jsonl(path))
+
+
+def test_a_task_without_negatives_trains_in_batch_beside_mined_tasks_in_task_homogeneous_batches() -> None:
+    # Mined retrieval pairs (3 negatives each) beside a label task that has none: its batches get 1 passage per query.
+    mined = [Example(query=f"q{i}", pos=[f"p{i}"], neg=[f"n{i}-{j}" for j in range(5)], task="news") for i in range(8)]
+    label = [Example(query=f"r{i}", pos=[f"s{i}"], task="sentiment", label=str(i % 2)) for i in range(8)]
+    dataset = ContrastiveDataset(mined + label, num_negatives=3, seed=0, task_homogeneous=True)
+    assert [len(dataset[i].passages) for i in range(16)] == [4] * 8 + [1] * 8
+    sampler = UniqueBatchSampler(dataset, batch_size=4, seed=0, task_homogeneous=True)
+    for batch in sampler:
+        assert len({len(dataset[i].passages) for i in batch}) == 1  # one shape per batch: the loss reads 1 + k from it
+    with pytest.raises(ValueError, match="8 rows have no negatives.*task_homogeneous=true"):
+        ContrastiveDataset(mined + label, num_negatives=3)  # mixed batches would mix shapes
+    half = mined + [Example(query="q-extra", pos=["p-extra"], task="news")]
+    with pytest.raises(ValueError, match="1 rows of task 'news', whose other rows have negatives"):
+        ContrastiveDataset(half, num_negatives=3, task_homogeneous=True)
+
+
+def test_mined_and_label_tasks_train_together_through_the_loop(compose, tmp_path: Path) -> None:
+    from conftest import build_tiny_model
+    from trainer.loop import train
+
+    teacher = build_tiny_model(tmp_path / "teacher", hidden=48, layers=2, seed=7)
+    mined = write_jsonl(tmp_path / "mined.jsonl", make_rows(48, seed=3, negatives=3, task="news"))
+    labels = [{**row, "label": str(i % 3)} for i, row in enumerate(make_rows(48, seed=4, task="topic"))]
+    topic = write_jsonl(tmp_path / "topic.jsonl", labels)
+    cfg = compose(f"data.train_files=[{mined},{topic}]", "data.num_negatives=2", "data.task_homogeneous=true",
+                  "train.batch_size=8", "train.max_steps=8", "logger.every_n_steps=1", "eval.tasks=[]",
+                  "teacher=mpnet", f"teacher.name_or_path={teacher}", "distill=kl", "name=mixed")
+    train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "mixed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9)) and all(math.isfinite(r["loss"]) for r in rows)
+    assert all(math.isfinite(r["kl"]) for r in rows)  # the teacher scores both batch shapes

@@ -46,7 +46,7 @@ def build_data(cfg: DictConfig, encoder: Encoder, batch_size: int, seed: int, wo
     log(f"data: {report.summary()}")
     prompts = encoder.spec.prompts
     dataset = ContrastiveDataset(examples, cfg.num_negatives, seed, prompts.instruction_paraphrases,
-                                 prompts.symmetric_tasks)
+                                 prompts.symmetric_tasks, cfg.task_homogeneous)
     sampler = UniqueBatchSampler(dataset, batch_size, seed, world_size, rank, cfg.task_homogeneous)
     if len(sampler) == 0:
         raise ValueError(f"{len(examples)} training rows make no full global batch of {batch_size} per process x "

@@ -115,9 +115,11 @@ class ContrastiveDataset(torch.utils.data.Dataset):
 
     def __init__(self, examples: list[Example], num_negatives: int = 0, seed: int = 0,
                  instructions: Optional[dict[str, list[str]]] = None,
-                 symmetric_tasks: Sequence[str] = ()) -> None:
+                 symmetric_tasks: Sequence[str] = (), task_homogeneous: bool = False) -> None:
         """``instructions``: task -> paraphrases a row draws from per epoch (rows' own instructions win);
-        ``symmetric_tasks``: tasks whose passages are encoded as queries, with the instruction."""
+        ``symmetric_tasks``: tasks whose passages are encoded as queries, with the instruction;
+        ``task_homogeneous``: batches hold one task, so a task whose rows carry no negatives at all (a label task
+        beside mined retrieval pairs) trains on in-batch negatives while the others draw ``num_negatives``."""
         self.examples = examples
         self.num_negatives = num_negatives
         self.seed = seed
@@ -130,12 +132,22 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         self.positive_ids = [tuple(ids[t] for t in texts) for texts in self.positives]
         # The negatives as loaded: batch plans are drawn from these, whatever re-mining puts in ``ex.neg`` later.
         self.planned_negatives = [tuple(ex.neg) for ex in examples]
-        if num_negatives > 0:
-            missing = [i for i, ex in enumerate(examples) if not ex.neg]
-            if missing:
-                raise ValueError(f"data.num_negatives={num_negatives} but {len(missing)} rows have no negatives "
-                                 f"(first: row {missing[0] + 1}, query {examples[missing[0]].query[:60]!r}); "
-                                 "mine negatives (python -m trainer.mine) or set data.num_negatives=0")
+        self.in_batch_only_tasks = self.tasks_without_negatives(task_homogeneous) if num_negatives > 0 else set()
+
+    def tasks_without_negatives(self, task_homogeneous: bool) -> set[Optional[str]]:
+        """Tasks none of whose rows has negatives: allowed with task-homogeneous batches (every batch then has one
+        shape: 1 + num_negatives passages per query, or 1); otherwise every row needs negatives."""
+        with_negatives = {ex.task for ex in self.examples if ex.neg}
+        missing = [i for i, ex in enumerate(self.examples)
+                   if not ex.neg and (not task_homogeneous or ex.task in with_negatives)]
+        if missing:
+            first = self.examples[missing[0]]
+            where = f" of task {first.task!r}, whose other rows have negatives" if task_homogeneous else ""
+            raise ValueError(f"data.num_negatives={self.num_negatives} but {len(missing)} rows{where} have no "
+                             f"negatives (first: row {missing[0] + 1}, query {first.query[:60]!r}); mine negatives "
+                             "(python -m trainer.mine), set data.num_negatives=0, or, for a task without any "
+                             "negatives, data.task_homogeneous=true")
+        return {ex.task for ex in self.examples if not ex.neg}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -149,7 +161,7 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         ex = self.examples[index]
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
         pos = int(rng.integers(len(ex.pos)))
-        k = self.num_negatives
+        k = 0 if ex.task in self.in_batch_only_tasks else self.num_negatives
         if k == 0:
             return pos, []
         available = len(ex.neg) if num_neg is None else num_neg
