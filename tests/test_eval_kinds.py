@@ -45,6 +45,25 @@ def test_in_loop_and_cli_scores_of_one_checkpoint_are_equal(e5_checkpoint: Path,
     assert "mine/cosine_spearman" in cli  # the default main_score means the kind's own
 
 
+def test_in_loop_and_cli_follow_one_precision_rule(e5_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    # On CUDA the rule's auto is bf16: the loop must score as the CLI and the watcher do, not always in float32.
+    # bfloat16 named outright applies on this CPU too, so the equality is checked here.
+    from trainer.build import Evaluator
+    from trainer.evaluation.runner import all_scores, evaluate_checkpoint
+    from trainer.models.encoder import Encoder
+
+    tasks = [sts_task(tmp_path)]
+    encoder = Encoder.from_pretrained(str(e5_checkpoint))
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        cli = all_scores(evaluate_checkpoint(e5_checkpoint, tasks, tmp_path / precision, device="cpu",
+                                             precision=precision, log=lambda _: None))
+        in_loop = Evaluator(eval_cfg(tasks, precision=precision))(encoder)
+        assert in_loop == pytest.approx({k: v for k, v in cli.items() if not k.endswith("/main_score")}, abs=1e-6)
+        runs[precision] = in_loop
+    assert runs["float32"] != pytest.approx(runs["bfloat16"], abs=1e-6)  # the two precisions are told apart
+
+
 def test_readme_sts_task_names_its_kinds_main_score_in_training_and_sweeps(tmp_path: Path) -> None:
     from trainer.build import Evaluator
     from trainer.sweep import main_metric_name

@@ -131,10 +131,13 @@ class Evaluator:
 
     def __call__(self, encoder: Encoder) -> dict[str, float]:
         from trainer.evaluation.kinds import encoder_embed, score_task
+        from trainer.runtime import autocast_dtype
 
+        # The CLI's and the watcher's precision rule, so eval.jsonl and eval/<checkpoint>/ agree on every device.
+        dtype = autocast_dtype(encoder.device, self.cfg.get("precision") or "auto")
         results: dict[str, float] = {}
         for task, data in self.tasks:
-            scores = score_task(task, data, encoder_embed(encoder, task, self.cfg.batch_size))
+            scores = score_task(task, data, encoder_embed(encoder, task, self.cfg.batch_size, dtype))
             if task.kind == "retrieval" and self.cfg.get("matryoshka_dims"):
                 from trainer.evaluation.retrieval import matryoshka_retrieval
 

@@ -133,6 +133,9 @@ class EvalConfig:
     metric: Optional[str] = None  # "<task>/<score>" returned to sweeps; None = first task's main score
     # Retrieval tasks also scored on truncated, renormalised embeddings (keys <task>/dim64/...); follows the loss.
     matryoshka_dims: Optional[List[int]] = "${oc.select:loss.matryoshka_dims,null}"  # type: ignore[assignment]
+    # One precision rule for every evaluation path (in the loop, on save, the watcher, the CLI):
+    # trainer/runtime.autocast_dtype; auto = bf16 on CUDA, float32 on CPU (exact, comparable across machines).
+    precision: str = "auto"
 
 
 @dataclass

@@ -193,7 +193,7 @@ def on_save_evaluation(cfg: DictConfig, run: RunDir, accelerator: Accelerator) -
         from trainer.evaluation.watcher import evaluate_saved
 
         evaluate_saved(run.root, folder, list(cfg.eval.tasks), batch_size=cfg.eval.batch_size,
-                       device=str(accelerator.device), log=run.echo)
+                       device=str(accelerator.device), log=run.echo, precision=cfg.eval.precision)
 
     return evaluate
 

@@ -103,7 +103,7 @@ def fingerprints_of(tasks: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 def evaluate_saved(run_root: str | Path, checkpoint: str | Path, tasks: Sequence[Mapping[str, Any]], *,
                    batch_size: int = 64, device: str = "auto", log: Log = print,
-                   sink: Optional[WandbSink] = None) -> Optional[dict[str, dict[str, Any]]]:
+                   sink: Optional[WandbSink] = None, precision: str = "auto") -> Optional[dict[str, dict[str, Any]]]:
     """Evaluate the tasks one checkpoint of a run still needs (``EvalState.pending``); update the run's reports.
 
     Returns the results of the tasks evaluated now, or None when nothing was needed or the checkpoint vanished or
@@ -117,7 +117,7 @@ def evaluate_saved(run_root: str | Path, checkpoint: str | Path, tasks: Sequence
         return None
     try:
         results = evaluate_checkpoint(checkpoint, todo, run_root / "eval" / checkpoint.name, batch_size=batch_size,
-                                      device=device, log=log)
+                                      device=device, log=log, precision=precision)
     except PromptMismatch:
         raise
     except Exception as err:  # noqa: BLE001 - recorded; the watcher goes on with the next checkpoint
@@ -161,7 +161,8 @@ class WatcherLock:
 def watch_run(run_root: str | Path, tasks: Sequence[Mapping[str, Any]], *, watch: bool = True,
               poll_seconds: float = 10.0, idle_timeout_seconds: float = 3600.0, batch_size: int = 64,
               device: str = "auto", log: Log = print, sink: Optional[WandbSink] = None,
-              sleep: Callable[[float], None] = time.sleep) -> dict[str, dict[str, dict[str, Any]]]:
+              sleep: Callable[[float], None] = time.sleep,
+              precision: str = "auto") -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate what every complete checkpoint of ``run_root`` still needs; with ``watch`` keep polling until done
     or idle. Each checkpoint is tried at most once per call (a failure is retried by the next call).
 
@@ -183,7 +184,7 @@ def watch_run(run_root: str | Path, tasks: Sequence[Mapping[str, Any]], *, watch
             for checkpoint in pending:
                 tried.add(checkpoint.name)
                 results = evaluate_saved(run_root, checkpoint, tasks, batch_size=batch_size, device=device,
-                                         log=log, sink=sink)
+                                         log=log, sink=sink, precision=precision)
                 if results is not None:
                     evaluated[checkpoint.name] = results
                 last_new = time.monotonic()
@@ -242,6 +243,11 @@ def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
     return scores.get(metric)
 
 
+def eval_precision(cfg: Any) -> str:
+    """``eval.precision`` (the training config's rule, ``conf/eval/*.yaml``); ``auto`` where a config predates it."""
+    return str((cfg.get("eval") or {}).get("precision") or "auto")
+
+
 def evaluate_one(cfg: Any, tasks: list[dict[str, Any]], device: str, is_main: bool,
                  log: Log) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """``checkpoint=``: every task on one checkpoint; (results, failures)."""
@@ -255,7 +261,7 @@ def evaluate_one(cfg: Any, tasks: list[dict[str, Any]], device: str, is_main: bo
     sink = WandbSink(cfg.logger if is_main else None, run_root)
     results = evaluate_checkpoint(checkpoint, tasks, out, batch_size=cfg.eval.batch_size, device=device,
                                   allow_no_metadata=cfg.allow_no_metadata, log=log,
-                                  corpus_checkpoint=cfg.corpus_checkpoint)
+                                  corpus_checkpoint=cfg.corpus_checkpoint, precision=eval_precision(cfg))
     step = next(iter(results.values()))["embedstill"]["model"]["step"]
     if is_main:
         write_suite_average(out, tasks, log)
@@ -281,7 +287,7 @@ def watch_from_config(cfg: Any, tasks: list[dict[str, Any]], log: Log) -> tuple[
     sink = WandbSink(cfg.logger, run_root)
     by_checkpoint = watch_run(run_root, tasks, watch=cfg.watch, poll_seconds=cfg.poll_seconds,
                               idle_timeout_seconds=cfg.idle_timeout_seconds, batch_size=cfg.eval.batch_size,
-                              device=cfg.device, log=log, sink=sink)
+                              device=cfg.device, log=log, sink=sink, precision=eval_precision(cfg))
     sink.finish()
     log(f"[eval] evaluated {len(by_checkpoint)} checkpoints; leaderboard: {run_root / 'eval' / 'leaderboard.md'}")
     run = RunDir(run_root)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -82,12 +82,15 @@ def score_task(task: Mapping[str, Any], data: TaskData, embed: Embed) -> dict[st
     return get_kind(task["kind"], task.get("name")).score(task, data, embed)
 
 
-def encoder_embed(encoder: Any, task: Mapping[str, Any], batch_size: int = 64) -> Embed:
+def encoder_embed(encoder: Any, task: Mapping[str, Any], batch_size: int = 64,
+                  autocast_dtype: Optional[Any] = None) -> Embed:
     """``Embed`` by ``encoder.encode`` (an ``Encoder`` or anything with its signature, e.g. an ONNX encoder): the
-    encoder's own prompts, the task's instruction on the query side."""
+    encoder's own prompts, the task's instruction on the query side; ``autocast_dtype`` as ``Encoder.encode``."""
+    extra = {} if autocast_dtype is None else {"autocast_dtype": autocast_dtype}
+
     def embed(texts: Sequence[str], side: str) -> np.ndarray:
         return encoder.encode(list(texts), side=side, batch_size=batch_size,
-                              task=task.get("task") if side == "query" else None)
+                              task=task.get("task") if side == "query" else None, **extra)
     return embed
 
 
