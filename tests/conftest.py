@@ -117,7 +117,8 @@ def compose(tiny_model: Path, tiny_data: dict[str, Path], tmp_path: Path) -> Cal
         base = [f"model.name_or_path={tiny_model}", f"data.train_files=[{tiny_data['train']}]",
                 f"eval.tasks=[{{name: tiny, path: '{tiny_data['beir']}', kind: retrieval}}]",
                 f"paths.runs={tmp_path / 'runs'}", "name=t", "train.batch_size=8", "train.progress_bar=false",
-                "model.max_length_passage=32", "model.max_length_query=16"]
+                "model.max_length_passage=32", "model.max_length_query=16",
+                "train.mixed_precision=no"]  # equivalences are checked in float32; auto: tests/test_mixed_precision.py
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose(config_name=config_name, overrides=base + list(overrides))
 

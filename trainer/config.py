@@ -146,7 +146,9 @@ class TrainLoopConfig:
     max_steps: Optional[int] = None  # optimizer steps (>= 1); overrides epochs; null = train.epochs epochs
     stop_after_steps: Optional[int] = None  # stop early (the schedule still plans for max_steps); null = at the end
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    # auto = bf16 autocast where the hardware computes it natively (CUDA; CPUs with AMX/AVX512-BF16), else no |
+    # no | bf16 | fp16 (trainer/runtime.training_mixed_precision); weights and optimizer state stay float32
+    mixed_precision: str = "auto"
     save_every_n_steps: Optional[int] = None  # null or 0 = save only when training stops
     keep_last: int = 2  # states and checkpoints kept; 0 = keep every one
     keep_best: Optional[str] = None  # "<task>/<score>": also keep the checkpoint that scored best (checkpoints/best)

@@ -46,6 +46,10 @@ def check_train_config(cfg: Any) -> None:
     if columns is not None and not isinstance(columns, Mapping):
         raise ValueError(f"data.columns={columns}: must be a mapping of column to schema field, e.g. "
                          "data.columns={question: query, answer: pos}")
+    mixed = OmegaConf.select(cfg, "train.mixed_precision", default="auto")
+    if mixed not in ("auto", "no", "bf16", "fp16"):
+        raise ValueError(f"train.mixed_precision={mixed}: must be auto (bf16 where the hardware computes it "
+                         "natively, else no), no, bf16 or fp16")
     check_keep_best(cfg)
     if OmegaConf.select(cfg, "distill.unlabeled.files", default=None) and cfg.train.mini_batch_size:
         raise ValueError("distill.unlabeled with train.mini_batch_size (GradCache) is not supported: the unlabeled "

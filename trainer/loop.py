@@ -36,6 +36,7 @@ from trainer.run import RunDir, step_name
 from trainer.run_report import Outcome, comparison_table, config_summary, eval_line, progress_line, write_plots, \
     write_summary
 from trainer.runlock import RunLock
+from trainer.runtime import training_mixed_precision
 from trainer.teachers.targets import TeacherCollator, build_teacher_targets
 
 __all__ = ["NonFiniteLoss", "TrainState", "count_steps", "train"]
@@ -92,7 +93,9 @@ def train(cfg: DictConfig) -> Optional[float]:
         torch.set_num_threads(cfg.train.num_threads)
     # cpu=True where no accelerator exists: Accelerate then picks up torchrun's WORLD_SIZE (gloo) instead of
     # silently training one process per rank on the whole data.
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
+    precision = training_mixed_precision(cfg.train.mixed_precision)
+    forget_other_precision(precision)
+    accelerator = Accelerator(mixed_precision=precision,
                               gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
                               cpu=not torch.accelerator.is_available())
     set_seed(cfg.train.seed)
@@ -101,6 +104,16 @@ def train(cfg: DictConfig) -> Optional[float]:
         with removed_on_failure(run):
             setup = build(cfg, accelerator, run)
         return Training(setup).run()
+
+
+def forget_other_precision(precision: str) -> None:
+    """Accelerate keeps the first ``Accelerator``'s mixed precision for the whole process and refuses another; a
+    Hydra multirun trains every trial in one process, so a trial with another precision starts a fresh state (the
+    process group, in ``PartialState``, is kept)."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision", precision) != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 @contextmanager
@@ -172,7 +185,8 @@ def build(cfg: DictConfig, accelerator: Accelerator, run: RunDir) -> Setup:
         run.truncate_logs(state.step, log=log)
         best and best.replay()
     log(f"training {total_steps} steps, global batch {cfg.train.batch_size * accelerator.num_processes} x {accum} "
-        f"accumulation, {cfg.data.num_negatives} hard negatives per query, {accelerator.num_processes} processes")
+        f"accumulation, {cfg.data.num_negatives} hard negatives per query, {accelerator.num_processes} processes, "
+        f"mixed precision {accelerator.mixed_precision} (train.mixed_precision={cfg.train.mixed_precision})")
     plan = make_plan(cfg, unwrapped, sampler.dataset.examples, accelerator.num_processes,
                      sampler.dropped_in(state.epoch))
     log(plan.text())  # batches, negatives per query, memory estimate, duplicate warnings (also <run>/plan.json)

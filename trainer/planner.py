@@ -101,6 +101,8 @@ def duplicate_stats(examples: Sequence[Any], gathered: int) -> tuple[int, float]
 def make_plan(cfg: Any, objective: Any, examples: Sequence[Any], world_size: int,
               dropped: int = 0) -> Plan:
     """Build the plan from the composed config, the (unwrapped) objective and the training examples."""
+    from trainer.runtime import training_mixed_precision
+
     train, data, model = cfg.train, cfg.data, cfg.model
     backbone_config = objective.encoder.backbone.config
     layers = int(getattr(backbone_config, "num_hidden_layers", 12))
@@ -109,7 +111,7 @@ def make_plan(cfg: Any, objective: Any, examples: Sequence[Any], world_size: int
     group = 1 + int(data.num_negatives)
     gathered = int(train.batch_size) * world_size
     mini = train.get("mini_batch_size")
-    bytes_per_value = 2 if train.mixed_precision in ("bf16", "fp16") else 4
+    bytes_per_value = 2 if training_mixed_precision(train.mixed_precision) in ("bf16", "fp16") else 4
     longest = max(int(model.max_length_query), int(model.max_length_passage))
     if mini:
         act = activation_bytes(layers, hidden, heads, int(mini), longest, bytes_per_value, model.gradient_checkpointing)

@@ -67,6 +67,17 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[to
     return None
 
 
+def training_mixed_precision(setting: str) -> str:
+    """``train.mixed_precision`` as Accelerate takes it: ``auto`` = ``bf16`` where the hardware computes bf16
+    natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX), ``no`` elsewhere; others as named. Weights
+    and optimizer state stay float32 (autocast); losses are computed in float32 on pooled embeddings."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if native_cpu_bf16() else "no"
+
+
 def native_cpu_bf16() -> bool:
     """AVX512-BF16 or AMX: bf16 matmuls run natively (a cold ``bench/mine.py`` run: 1.66x float32's speed). On
     other CPUs oneDNN would emulate bf16, which is slower than float32."""
