@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.data.dataset import Collator, ContrastiveDataset, UniqueBatchSampler, load_data_config
+from trainer.data.mixture import Mixture
 from trainer.models.encoder import Encoder
 from trainer.objective import Objective
 
@@ -45,8 +46,12 @@ def build_data(cfg: DictConfig, encoder: Encoder, batch_size: int, seed: int, wo
     examples, report = load_data_config(cfg)
     log(f"data: {report.summary()}")
     prompts = encoder.spec.prompts
+    mixture = None
+    if cfg.get("source_weights") is not None:
+        mixture = Mixture.from_weights(cfg.source_weights, report.sources, [str(f) for f in cfg.train_files])
+        log(mixture.describe())
     dataset = ContrastiveDataset(examples, cfg.num_negatives, seed, prompts.instruction_paraphrases,
-                                 prompts.symmetric_tasks, cfg.task_homogeneous)
+                                 prompts.symmetric_tasks, cfg.task_homogeneous, mixture)
     sampler = UniqueBatchSampler(dataset, batch_size, seed, world_size, rank, cfg.task_homogeneous)
     if len(sampler) == 0:
         raise ValueError(f"{len(examples)} training rows make no full global batch of {batch_size} per process x "

@@ -61,6 +61,8 @@ class DataConfig:
     hf_split: str = "train"  # Hub ids and save_to_disk DatasetDict folders
     hf_revision: Optional[str] = None  # Hub ids: a branch, tag or commit
     source_rows: Optional[List[Optional[int]]] = None  # per train_files entry: its first N rows (null = all)
+    # per train_files entry: its share of every epoch's rows, drawn per epoch (up/down-sampled; trainer/data/mixture.py)
+    source_weights: Optional[List[float]] = None
     streaming: bool = False  # datasets files and Hub ids: iterate without loading everything
     num_negatives: int = 0  # hard negatives per query (0 = in-batch negatives only)
     on_error: str = "raise"  # raise | skip (bad rows are counted and reported)

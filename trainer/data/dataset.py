@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from trainer.data.formats import check_columns
+from trainer.data.mixture import Mixture
 from trainer.data.schema import Example, LoadReport
 from trainer.data.sources import SourceOptions, read_source
 
@@ -115,12 +116,15 @@ class ContrastiveDataset(torch.utils.data.Dataset):
 
     def __init__(self, examples: list[Example], num_negatives: int = 0, seed: int = 0,
                  instructions: Optional[dict[str, list[str]]] = None,
-                 symmetric_tasks: Sequence[str] = (), task_homogeneous: bool = False) -> None:
+                 symmetric_tasks: Sequence[str] = (), task_homogeneous: bool = False,
+                 mixture: Optional[Mixture] = None) -> None:
         """``instructions``: task -> paraphrases a row draws from per epoch (rows' own instructions win);
         ``symmetric_tasks``: tasks whose passages are encoded as queries, with the instruction;
         ``task_homogeneous``: batches hold one task, so a task whose rows carry no negatives at all (a label task
-        beside mined retrieval pairs) trains on in-batch negatives while the others draw ``num_negatives``."""
+        beside mined retrieval pairs) trains on in-batch negatives while the others draw ``num_negatives``;
+        ``mixture``: each source's share of every epoch (``data.source_weights``); None = every row once."""
         self.examples = examples
+        self.mixture = mixture
         self.num_negatives = num_negatives
         self.seed = seed
         self.epoch = 0
@@ -151,6 +155,10 @@ class ContrastiveDataset(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def epoch_rows(self, epoch: int) -> list[int]:
+        """Example indices an epoch trains on (before shuffling): every row once, or the mixture's draw."""
+        return list(range(len(self.examples))) if self.mixture is None else self.mixture.indices(self.seed, epoch)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -251,7 +259,8 @@ class UniqueBatchSampler(torch.utils.data.Sampler[list[int]]):
         return self._cache[epoch]
 
     def _build(self, epoch: int) -> list[list[int]]:
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset)).tolist()
+        rows = self.dataset.epoch_rows(epoch)
+        order = [rows[j] for j in np.random.default_rng([self.seed, epoch]).permutation(len(rows))]
         groups: dict[Any, list[int]] = defaultdict(list)
         for i in order:
             groups[self.dataset.examples[i].task if self.task_homogeneous else None].append(i)
