@@ -26,7 +26,9 @@ def train_command(tiny_model: Path, train_file: Path, runs: Path, name: str, *ex
     return [sys.executable, "-m", "trainer.train", f"model.name_or_path={tiny_model}",
             f"data.train_files=[{train_file}]", "eval=none", f"paths.runs={runs}", f"name={name}",
             "model.max_length_query=16", "model.max_length_passage=32", "train.progress_bar=false",
-            "logger.every_n_steps=1", "train.num_threads=1", *extra]
+            "logger.every_n_steps=1", "train.num_threads=1",
+            "train.mixed_precision=no",  # as the compose fixture: runs in and out of process compare exactly
+            *extra]
 
 
 def env() -> dict[str, str]:
