@@ -174,6 +174,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     suite_models = set(args.suite_models.split(",")) if args.suite_models else None
     models["teacher"] = args.teacher or str(assets.mpnet())
     started = time.perf_counter()
+    load_at_start = os.getloadavg()
     report: dict[str, Any] = {"checkpoint": str(instruct), "models": models, "probe": {}, "settings": {
         "k": args.k, "limit": args.limit, "suite_models": sorted(suite_models) if suite_models else "all", "instructions": {t: spec.prompts.instructions.get(t)
                                                            for p in PROBES.values() for t in p["tasks"]},
@@ -190,6 +191,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     report.update({k: report["probe"]["instruct"][k] for k in ("crossover_sentiment", "crossover_movie",
                                                                "crossover_outlet")})
     report["seconds"] = round(time.perf_counter() - started, 1)
+    report["command"] = "python bench/instructions.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    report["load_average_at_start"], report["load_average_at_end"] = list(load_at_start), list(os.getloadavg())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"[instructions] wrote {args.out}")
