@@ -3,6 +3,11 @@
     python bench/train_throughput.py                     # writes bench/results/train_throughput.json
     python bench/train_throughput.py --steps 12 --rounds 2
 
+Two comparisons, each side at a named precision: at each side's defaults (what a user gets: ours
+``train.mixed_precision=auto``, bf16 autocast where the hardware computes it natively; the peer float32 unless told
+``bf16=True``) -> ``ratio_vs_peer_defaults``; and at the same precision (the peer with ``bf16=True`` when ours runs
+bf16) -> ``ratio_vs_peer``; ``overhead_vs_raw`` against the bare model step at our precision.
+
 Same model (all-MiniLM-L6-v2), same news headline -> article pairs, batch 32, max length 128 on both sides, same
 threads. The three systems run interleaved (raw, ours, peer, raw, ours, peer, ...) so load on the machine hits
 them alike; per-step times exclude each run's first ``--warmup`` steps and are medians over rounds.
@@ -43,7 +48,14 @@ def load_pairs(path: Path, n: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def run_raw(pairs: list[tuple[str, str]], steps: int) -> list[float]:
+def fresh_accelerate_state() -> None:
+    """Each system starts its own Accelerate state: Accelerate keeps one mixed precision per process."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def run_raw(pairs: list[tuple[str, str]], steps: int, bf16: bool = False) -> list[float]:
     from transformers import AutoModel, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(minilm()))
@@ -63,7 +75,9 @@ def run_raw(pairs: list[tuple[str, str]], steps: int) -> list[float]:
     times = []
     for q_feats, p_feats in batches:
         start = time.perf_counter()
-        scores = embed(q_feats) @ embed(p_feats).T / 0.05
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            query, passage = embed(q_feats), embed(p_feats)
+        scores = query.float() @ passage.float().T / 0.05
         loss = torch.nn.functional.cross_entropy(scores, torch.arange(scores.shape[0]))
         loss.backward()
         opt.step()
@@ -72,7 +86,7 @@ def run_raw(pairs: list[tuple[str, str]], steps: int) -> list[float]:
     return times
 
 
-def run_ours(train_file: Path, steps: int, workdir: Path, tag: str) -> list[float]:
+def run_ours(train_file: Path, steps: int, workdir: Path, tag: str, precision: str = "auto") -> list[float]:
     from hydra import compose, initialize_config_dir
 
     from trainer.config import CONF_DIR, register_configs
@@ -82,7 +96,7 @@ def run_ours(train_file: Path, steps: int, workdir: Path, tag: str) -> list[floa
     overrides = [f"data.train_files=[{train_file}]", f"paths.runs={workdir}", f"name=ours-{tag}",
                  f"train.batch_size={BATCH}", f"train.max_steps={steps}", "eval=none", "logger.every_n_steps=1",
                  f"model.max_length_query={MAX_LEN}", f"model.max_length_passage={MAX_LEN}", f"optim.lr={LR}",
-                 "train.progress_bar=false", "train.keep_last=1"]
+                 "train.progress_bar=false", "train.keep_last=1", f"train.mixed_precision={precision}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     train(cfg)
@@ -91,7 +105,7 @@ def run_ours(train_file: Path, steps: int, workdir: Path, tag: str) -> list[floa
     return [BATCH / r["samples_per_s"] for r in records]
 
 
-def run_peer(pairs: list[tuple[str, str]], steps: int, workdir: Path) -> list[float]:
+def run_peer(pairs: list[tuple[str, str]], steps: int, workdir: Path, bf16: bool = False) -> list[float]:
     from datasets import Dataset
     from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
                                        SentenceTransformerTrainingArguments, losses)
@@ -114,7 +128,7 @@ def run_peer(pairs: list[tuple[str, str]], steps: int, workdir: Path) -> list[fl
         output_dir=str(workdir / "peer"), per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=LR,
         warmup_ratio=0.1, save_strategy="no", eval_strategy="no", logging_steps=1000, report_to="none",
         dataloader_drop_last=True, batch_sampler=BatchSamplers.NO_DUPLICATES, use_cpu=True, seed=42,
-        disable_tqdm=True)
+        disable_tqdm=True, bf16=bf16)
     # scale 20 == temperature 0.05, our setting
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
                                          loss=losses.MultipleNegativesRankingLoss(model, scale=20.0),
@@ -133,25 +147,37 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench/results/train_throughput.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_at_start = list(os.getloadavg())
     pairs = load_pairs(Path(args.data), BATCH * args.steps)
-    per_step: dict[str, list[float]] = {"raw": [], "ours": [], "peer": []}
+    from trainer.runtime import training_mixed_precision
+
+    ours_bf16 = training_mixed_precision("auto") == "bf16"
+    # name -> (runner, precision); the same-precision peer and raw step exist only when ours runs bf16.
+    systems = {"raw": "float32", "ours": "bf16" if ours_bf16 else "float32", "peer": "float32"}
+    if ours_bf16:
+        systems.update({"raw_bf16": "bf16", "peer_bf16": "bf16"})
+    per_step: dict[str, list[float]] = {name: [] for name in systems}
     with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "train.jsonl"
         train_file.write_text("".join(json.dumps({"query": q, "pos": [p]}) + "\n" for q, p in pairs))
         for r in range(args.rounds):
-            for name in ("raw", "ours", "peer"):
-                if name == "raw":
-                    times = run_raw(pairs, args.steps)
+            for name in systems:  # interleaved: load on the machine hits every system alike
+                fresh_accelerate_state()
+                if name.startswith("raw"):
+                    times = run_raw(pairs, args.steps, bf16=name == "raw_bf16")
                 elif name == "ours":
                     times = run_ours(train_file, args.steps, Path(tmp), str(r))
                 else:
-                    times = run_peer(pairs, args.steps, Path(tmp) / str(r))
+                    times = run_peer(pairs, args.steps, Path(tmp) / f"{name}-{r}", bf16=name == "peer_bf16")
                 per_step[name] += times[args.warmup:]
                 print(f"round {r} {name}: {statistics.median(times[args.warmup:]):.3f} s/step", flush=True)
     median = {k: statistics.median(v) for k, v in per_step.items()}
+    same = "_bf16" if ours_bf16 else ""
     result = {
-        "ratio_vs_peer": median["peer"] / median["ours"],  # ours/peer samples/s
-        "overhead_vs_raw": median["ours"] / median["raw"] - 1,
+        "ratio_vs_peer_defaults": median["peer"] / median["ours"],  # ours/peer samples/s, each at its defaults
+        "ratio_vs_peer": median["peer" + same] / median["ours"],  # at the same precision
+        "overhead_vs_raw": median["ours"] / median["raw" + same] - 1,
+        "precision": systems,
         "samples_per_s": {k: BATCH / v for k, v in median.items()},
         "seconds_per_step_median": median,
         "settings": {"model": "all-MiniLM-L6-v2", "batch_size": BATCH, "max_length": MAX_LEN, "steps": args.steps,
@@ -161,6 +187,7 @@ def main() -> None:
                      "raw": "bare AutoModel forward + mean pooling + InfoNCE + backward + AdamW step"},
         "command": "python bench/train_throughput.py " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "load_average_at_start": load_at_start, "load_average_at_end": list(os.getloadavg()),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
