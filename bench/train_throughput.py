@@ -48,13 +48,6 @@ def load_pairs(path: Path, n: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def fresh_accelerate_state() -> None:
-    """Each system starts its own Accelerate state: Accelerate keeps one mixed precision per process."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-
-
 def run_raw(pairs: list[tuple[str, str]], steps: int, bf16: bool = False) -> list[float]:
     from transformers import AutoModel, AutoTokenizer
 
@@ -149,6 +142,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_at_start = list(os.getloadavg())
     pairs = load_pairs(Path(args.data), BATCH * args.steps)
+    from trainer.loop import forget_other_precision
     from trainer.runtime import training_mixed_precision
 
     ours_bf16 = training_mixed_precision("auto") == "bf16"
@@ -162,12 +156,12 @@ def main() -> None:
         train_file.write_text("".join(json.dumps({"query": q, "pos": [p]}) + "\n" for q, p in pairs))
         for r in range(args.rounds):
             for name in systems:  # interleaved: load on the machine hits every system alike
-                fresh_accelerate_state()
                 if name.startswith("raw"):
                     times = run_raw(pairs, args.steps, bf16=name == "raw_bf16")
                 elif name == "ours":
                     times = run_ours(train_file, args.steps, Path(tmp), str(r))
-                else:
+                else:  # the peer's Trainer builds an Accelerator too: one mixed precision per process
+                    forget_other_precision("bf16" if name == "peer_bf16" else "no")
                     times = run_peer(pairs, args.steps, Path(tmp) / f"{name}-{r}", bf16=name == "peer_bf16")
                 per_step[name] += times[args.warmup:]
                 print(f"round {r} {name}: {statistics.median(times[args.warmup:]):.3f} s/step", flush=True)

@@ -243,11 +243,6 @@ def run_from_config(cfg: Any, log: Log = print) -> Optional[float]:
     return scores.get(metric)
 
 
-def eval_precision(cfg: Any) -> str:
-    """``eval.precision`` (the training config's rule, ``conf/eval/*.yaml``); ``auto`` where a config predates it."""
-    return str((cfg.get("eval") or {}).get("precision") or "auto")
-
-
 def evaluate_one(cfg: Any, tasks: list[dict[str, Any]], device: str, is_main: bool,
                  log: Log) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """``checkpoint=``: every task on one checkpoint; (results, failures)."""
@@ -261,7 +256,7 @@ def evaluate_one(cfg: Any, tasks: list[dict[str, Any]], device: str, is_main: bo
     sink = WandbSink(cfg.logger if is_main else None, run_root)
     results = evaluate_checkpoint(checkpoint, tasks, out, batch_size=cfg.eval.batch_size, device=device,
                                   allow_no_metadata=cfg.allow_no_metadata, log=log,
-                                  corpus_checkpoint=cfg.corpus_checkpoint, precision=eval_precision(cfg))
+                                  corpus_checkpoint=cfg.corpus_checkpoint, precision=cfg.eval.precision)
     step = next(iter(results.values()))["embedstill"]["model"]["step"]
     if is_main:
         write_suite_average(out, tasks, log)
@@ -287,7 +282,7 @@ def watch_from_config(cfg: Any, tasks: list[dict[str, Any]], log: Log) -> tuple[
     sink = WandbSink(cfg.logger, run_root)
     by_checkpoint = watch_run(run_root, tasks, watch=cfg.watch, poll_seconds=cfg.poll_seconds,
                               idle_timeout_seconds=cfg.idle_timeout_seconds, batch_size=cfg.eval.batch_size,
-                              device=cfg.device, log=log, sink=sink, precision=eval_precision(cfg))
+                              device=cfg.device, log=log, sink=sink, precision=cfg.eval.precision)
     sink.finish()
     log(f"[eval] evaluated {len(by_checkpoint)} checkpoints; leaderboard: {run_root / 'eval' / 'leaderboard.md'}")
     run = RunDir(run_root)
