@@ -7,7 +7,7 @@ a misspelled key fails at compose time with the key's name.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -163,78 +163,23 @@ class TrainLoopConfig:
 
 
 @dataclass
-class TeacherConfig:
-    """A frozen teacher (conf/teacher/*.yaml); fields a teacher kind does not use are ignored by it."""
-    _target_: str = "trainer.teachers.BiEncoderTeacher"  # | trainer.teachers.CrossEncoderTeacher | ...Precomputed...
-    name_or_path: str = ""  # model folder or hub name (empty for precomputed scores)
-    pooling: str = "mean"
-    normalize: bool = True
-    max_length_query: int = 64
-    max_length_passage: int = 256
-    max_length: int = 320  # cross-encoder: query + passage tokens
-    query_prefix: str = ""
-    passage_prefix: str = ""
-    dtype: str = "float32"
-    precision: str = "fast"  # bi-encoder autocast: fast = bf16 where native (CUDA, AMX/AVX512-BF16 CPUs) | float32
-    batch_size: int = 32
-    cache_root: Optional[str] = None  # on-disk cache of teacher embeddings / pair scores (None = recompute)
-    trust_remote_code: bool = False
-
-
-@dataclass
-class ListwiseKLConfig:
-    weight: float = 0.0  # 0 = off
-    student_temperature: float = 0.05
-    teacher_temperature: float = 0.05  # lower = sharper teacher distribution
-    t2_scaling: bool = True  # multiply by student_temperature^2 (Hinton); on cosines (T<1) this shrinks the loss
-
-
-@dataclass
-class MarginMSEConfig:
-    weight: float = 0.0
-    student_scale: float = 1.0  # margins are scale * (s_pos - s_neg); match the teacher's score scale
-    teacher_scale: float = 1.0
-
-
-@dataclass
-class EmbeddingDistillConfig:
-    weight: float = 0.0
-    kind: str = "mse"  # mse | cosine, through a learned student_dim -> teacher_dim projection
-
-
-@dataclass
-class SimilarityDistillConfig:
-    weight: float = 0.0
-    student_scale: float = 1.0
-    teacher_scale: float = 1.0
-
-
-@dataclass
-class UnlabeledDistillConfig:
-    """Unlabeled text (trainer/teachers/unlabeled.py): each step also embeds ``batch_size`` texts of one source; the
-    student's similarity distribution over them follows the teacher's (``StructureKL``)."""
-    files: list[str] = field(default_factory=list)  # JSONL files with a "text" field; empty = off
-    max_texts_per_file: Optional[int] = None  # seeded sample per file: the teacher embeds these once (cached)
-    batch_size: int = 64  # texts per step and process, all from one file
-    weight: float = 1.0
-    student_temperature: float = 0.05
-    teacher_temperature: float = 0.05
-
-
-@dataclass
-class DistillConfig:
-    """Distillation losses beside the contrastive loss (conf/distill/*.yaml); each part is logged on its own."""
-    listwise_kl: ListwiseKLConfig = field(default_factory=ListwiseKLConfig)
-    margin_mse: MarginMSEConfig = field(default_factory=MarginMSEConfig)
-    embedding: EmbeddingDistillConfig = field(default_factory=EmbeddingDistillConfig)
-    similarity: SimilarityDistillConfig = field(default_factory=SimilarityDistillConfig)
-    unlabeled: UnlabeledDistillConfig = field(default_factory=UnlabeledDistillConfig)
+class DistillSettings:
+    """Distillation beside the contrastive loss (conf/distill/*.yaml): besides these settings, one field per loss
+    registered in ``trainer.losses.registry`` (``distill_schema``); each part is logged on its own."""
     # Training tasks whose batches the teacher scores (null = every batch). A teacher without instructions teaches
     # one similarity for every task; on label tasks that pulls against the instruction-conditioned structure.
     tasks: Optional[List[str]] = None
     # true: the student gets a Dense head into the teacher's space, ridge-fitted before training and exported as a
     # sentence-transformers Dense module; embedding distillation then compares through a fixed identity.
     align: bool = False
+
+
+def distill_schema() -> type:
+    """``DistillSettings`` plus ``<name>: <its config>`` for every registered distillation loss (off by default)."""
+    from trainer.losses.registry import discover
+
+    fields = [(name, entry.config, field(default_factory=entry.config)) for name, entry in discover().items()]
+    return make_dataclass("DistillConfig", fields, bases=(DistillSettings,))
 
 
 @dataclass
@@ -283,8 +228,9 @@ class TrainConfig:
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     paths: Dict[str, str] = field(default_factory=dict)
     extras: Dict[str, Any] = field(default_factory=dict)  # free-form: notes, tags for the run dir
-    teacher: Optional[TeacherConfig] = None  # conf/teacher: null = no teacher
-    distill: DistillConfig = field(default_factory=DistillConfig)  # conf/distill: every weight 0 = off
+    # conf/teacher: null = no teacher; each YAML is typed by its kind's schema (trainer/teachers/kinds.py)
+    teacher: Optional[Any] = None
+    distill: DistillSettings = field(default_factory=DistillSettings)  # conf/distill (``train_schema``: every loss)
     domain: Optional[DomainConfig] = None  # domain adaptation job only (conf/experiment/domain_adapt.yaml)
 
 
@@ -364,6 +310,13 @@ def job_dir(default: str) -> str:
     return HydraConfig.get().runtime.output_dir if in_multirun() else default
 
 
+def train_schema() -> type:
+    """``TrainConfig`` whose ``distill`` group knows every registered distillation loss (built when configs are
+    registered, so a loss file added to ``trainer/losses/`` needs no edit here)."""
+    distill = distill_schema()
+    return make_dataclass("TrainConfig", [("distill", distill, field(default_factory=distill))], bases=(TrainConfig,))
+
+
 def register_configs() -> None:
     """Register the schema and the ``${asset:NAME}`` resolver (idempotent)."""
     from trainer.assets import asset
@@ -373,7 +326,10 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("job_dir"):
         OmegaConf.register_new_resolver("job_dir", job_dir)
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="train_schema", node=train_schema())
+    from trainer.teachers.kinds import store_schemas
+
+    store_schemas(cs)
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(group="eval/task", name="task_schema", node=EvalTaskConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)

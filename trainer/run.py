@@ -36,7 +36,8 @@ PACKAGES = ("embedstill", "torch", "transformers", "tokenizers", "accelerate", "
 VOLATILE_KEYS = ("name", "run_dir", "resume", "paths", "extras", "logger", "eval", "train.stop_after_steps",
                  "train.progress_bar", "train.num_threads", "train.keep_last", "train.save_every_n_steps",
                  "train.keep_best", "train.early_stopping_patience",
-                 "data.num_workers", "data.on_error", "teacher.batch_size", "teacher.cache_root")
+                 "data.num_workers", "data.on_error", "teacher.batch_size", "teacher.cache_root",
+                 "teacher.chunk_size")
 LOG_FILES = ("metrics.jsonl", "eval.jsonl")
 TRAIN_LOG = "train.log"  # the console's messages, one timestamped line each (never cleared: a run's history)
 # A feature's keys and the key that turns it on: a state saved before the feature existed resumes while it is off.
@@ -224,6 +225,13 @@ def _new_and_off(key: str, saved: dict[str, Any], now: dict[str, Any]) -> bool:
     return switch is not None and switch not in saved and not now.get(switch)
 
 
+def _unused_by_teacher(key: str, saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """A ``teacher.*`` key of a saved config that the same teacher kind's schema no longer has: states saved
+    before each kind had its own schema carry every kind's fields, which that kind never read."""
+    return (key.startswith("teacher.") and key in saved and key not in now
+            and saved.get("teacher._target_") == now.get("teacher._target_") is not None)
+
+
 def check_resume_config(state_dir: Path, cfg: DictConfig, saved_state: dict[str, Any]) -> None:
     """Refuse to resume a state with a config that would train something else; name the changed keys.
 
@@ -246,7 +254,8 @@ def check_resume_config(state_dir: Path, cfg: DictConfig, saved_state: dict[str,
     saved = json.loads(json.dumps(saved, default=str))
     # A key newer than the state (absent there) that is off here trains the same thing: a run saved before a
     # feature existed resumes after an upgrade.
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and not _new_and_off(k, saved, now))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
+                     and not _new_and_off(k, saved, now) and not _unused_by_teacher(k, saved, now))
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
         raise ValueError(f"cannot resume {state_dir}: the config differs from {source} ({details}). Only these "

@@ -57,7 +57,7 @@ def config_summary(cfg: DictConfig, run: RunDir) -> str:
              f"{cfg.train.early_stopping_patience}",
              f"eval {tasks}" + (f" every {every} steps" if every else " before and after training")]
     if teacher is not None:
-        lines.append(f"teacher {teacher._target_.rsplit('.', 1)[-1]} {teacher.name_or_path}")
+        lines.append(f"teacher {teacher._target_.rsplit('.', 1)[-1]} {teacher.get('name_or_path') or ''}".rstrip())
     return "\n".join(lines)
 
 

@@ -15,11 +15,22 @@ distillation, MSE to teacher embeddings).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.losses.registry import Dims, register_distill_loss
+
 KINDS = ("mse", "cosine")
+
+
+@dataclass
+class EmbeddingDistillConfig:
+    weight: float = 0.0
+    kind: str = "mse"  # mse | cosine, through a learned student_dim -> teacher_dim projection
 
 
 class EmbeddingDistill(nn.Module):
@@ -44,3 +55,17 @@ class EmbeddingDistill(nn.Module):
         if self.kind == "mse":
             return F.mse_loss(projected, teacher)
         return (1.0 - F.cosine_similarity(projected, teacher, dim=-1)).mean()
+
+
+@register_distill_loss("embedding", part="embed_distill", config=EmbeddingDistillConfig, inputs="embeddings",
+                       needs_teacher_embeddings=True)
+def build_embedding_distill(settings: Any, dims: Dims) -> EmbeddingDistill:
+    if dims.teacher is None:
+        raise ValueError("distill.embedding needs a bi-encoder teacher (its embedding dimension)")
+    part = EmbeddingDistill(dims.student, dims.teacher, settings.kind, settings.weight)
+    if dims.align:  # the student's own Dense head is the projection: this one stays the identity
+        if dims.student != dims.teacher:
+            raise ValueError(f"distill.align: the student's output ({dims.student}) must match the teacher's "
+                             f"({dims.teacher})")
+        part.projection.requires_grad_(False)
+    return part

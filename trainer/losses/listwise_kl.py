@@ -18,9 +18,22 @@ Reference: Hinton et al. 2015 (distillation); Qu et al. 2021 (RocketQA); Xiao et
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from trainer.losses.registry import Dims, register_distill_loss
+
+
+@dataclass
+class ListwiseKLConfig:
+    weight: float = 0.0  # 0 = off
+    student_temperature: float = 0.05
+    teacher_temperature: float = 0.05  # lower = sharper teacher distribution
+    t2_scaling: bool = True  # multiply by student_temperature^2 (Hinton); on cosines (T<1) this shrinks the loss
 
 
 class ListwiseKL(nn.Module):
@@ -49,3 +62,9 @@ class ListwiseKL(nn.Module):
         terms = torch.where(masked, torch.zeros_like(log_q), log_p.exp() * (log_p - log_q))  # (B, C)
         loss = terms.sum(dim=-1).mean()
         return loss * self.student_temperature ** 2 if self.t2_scaling else loss
+
+
+@register_distill_loss("listwise_kl", part="kl", config=ListwiseKLConfig, inputs="scores")
+def build_listwise_kl(settings: Any, dims: Dims) -> ListwiseKL:
+    return ListwiseKL(settings.student_temperature, settings.teacher_temperature, settings.t2_scaling,
+                      settings.weight)

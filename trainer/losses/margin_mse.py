@@ -14,9 +14,20 @@ Reference: Hofstätter et al. 2020, "Improving Efficient Neural Ranking Models w
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from trainer.losses.base import ScaledScoreDistill
+from trainer.losses.registry import Dims, register_distill_loss
+
+
+@dataclass
+class MarginMSEConfig:
+    weight: float = 0.0
+    student_scale: float = 1.0  # margins are scale * (s_pos - s_neg); match the teacher's score scale
+    teacher_scale: float = 1.0
 
 
 class MarginMSE(ScaledScoreDistill):
@@ -35,3 +46,8 @@ class MarginMSE(ScaledScoreDistill):
         keep[rows, labels] = False  # the positive against itself is no margin
         diff = torch.where(keep, s_margin - t_margin, torch.zeros_like(s_margin))
         return diff.pow(2).sum() / keep.sum().clamp(min=1)
+
+
+@register_distill_loss("margin_mse", part="margin_mse", config=MarginMSEConfig, inputs="scores")
+def build_margin_mse(settings: Any, dims: Dims) -> MarginMSE:
+    return MarginMSE(settings.student_scale, settings.teacher_scale, settings.weight)

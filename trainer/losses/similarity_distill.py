@@ -13,9 +13,20 @@ Reference: Tung & Mori 2019 (similarity-preserving KD); Kim et al. 2023 (embeddi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from trainer.losses.base import ScaledScoreDistill
+from trainer.losses.registry import Dims, register_distill_loss
+
+
+@dataclass
+class SimilarityDistillConfig:
+    weight: float = 0.0
+    student_scale: float = 1.0
+    teacher_scale: float = 1.0
 
 
 class SimilarityDistill(ScaledScoreDistill):
@@ -26,3 +37,9 @@ class SimilarityDistill(ScaledScoreDistill):
         diff = student.float() * self.student_scale - teacher.detach().float() * self.teacher_scale  # (B, C)
         keep = torch.isfinite(diff)
         return torch.where(keep, diff, torch.zeros_like(diff)).pow(2).sum() / keep.sum().clamp(min=1)
+
+
+@register_distill_loss("similarity", part="sim_distill", config=SimilarityDistillConfig, inputs="scores",
+                       needs_teacher_embeddings=True)  # the teacher's in-batch similarities need its embeddings
+def build_similarity_distill(settings: Any, dims: Dims) -> SimilarityDistill:
+    return SimilarityDistill(settings.student_scale, settings.teacher_scale, settings.weight)

@@ -17,9 +17,25 @@ Reference: Park et al. 2019 (relational KD); Tung & Mori 2019 (similarity-preser
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
 import torch
 
 from trainer.losses.listwise_kl import ListwiseKL
+from trainer.losses.registry import Dims, register_distill_loss
+
+
+@dataclass
+class UnlabeledDistillConfig:
+    """Unlabeled text (trainer/teachers/unlabeled.py): each step also embeds ``batch_size`` texts of one source; the
+    student's similarity distribution over them follows the teacher's (``StructureKL``)."""
+    files: list[str] = field(default_factory=list)  # JSONL files with a "text" field; empty = off
+    max_texts_per_file: Optional[int] = None  # seeded sample per file: the teacher embeds these once (cached)
+    batch_size: int = 64  # texts per step and process, all from one file
+    weight: float = 1.0
+    student_temperature: float = 0.05
+    teacher_temperature: float = 0.05
 
 
 class StructureKL(ListwiseKL):
@@ -33,3 +49,9 @@ class StructureKL(ListwiseKL):
         self_pairs = torch.eye(student.shape[0], dtype=torch.bool, device=student.device)  # (U, U)
         scores = (student @ student.T).masked_fill(self_pairs, float("-inf"))  # (U, U)
         return super().forward(scores, teacher @ teacher.T)
+
+
+@register_distill_loss("unlabeled", part="unlabeled_kl", config=UnlabeledDistillConfig, inputs="unlabeled",
+                       needs_teacher_embeddings=True, active=lambda s: bool(s.files) and s.weight > 0)
+def build_structure_kl(settings: Any, dims: Dims) -> StructureKL:
+    return StructureKL(settings.student_temperature, settings.teacher_temperature, False, settings.weight)

@@ -100,11 +100,12 @@ def build_remine(cfg: Any, dataset: Optional[ContrastiveDataset]) -> Optional[Re
         raise ValueError("train.remine_every needs data.num_negatives > 0 (re-mined negatives are drawn from)")
     if cfg.data.get("num_workers", 0):
         raise ValueError("train.remine_every needs data.num_workers=0 (workers hold a copy of the dataset)")
-    from trainer.teachers.targets import distill_weights
+    from trainer.losses.registry import active_losses
+    from trainer.teachers.kinds import is_kind
 
     teacher = cfg.get("teacher")
-    scores_used = any(distill_weights(cfg)[name] for name in ("listwise_kl", "margin_mse"))
-    if teacher is not None and str(teacher.get("_target_", "")).endswith("PrecomputedTeacher") and scores_used:
+    scores_used = any(e.inputs == "scores" for e in active_losses(cfg.get("distill")).values())
+    if is_kind(teacher, "precomputed") and scores_used:
         raise ValueError("train.remine_every with teacher=precomputed: re-mined negatives have no teacher scores "
                          "(the data's pos_scores/neg_scores cover only its own negatives) and a precomputed teacher "
                          "cannot score new pairs. Use a teacher that scores pairs (teacher=cross_encoder) or "

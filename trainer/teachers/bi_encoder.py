@@ -10,15 +10,40 @@ processes when several run. The teacher's tokenizer reads the raw text; student 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from omegaconf import MISSING
 
 from trainer.encoding import encode_cached, encoder_fingerprint
 from trainer.models.encoder import Encoder, EncoderSpec
 from trainer.models.prompts import PromptSpec
+from trainer.teachers.kinds import register_teacher_kind
+
+
+@dataclass
+class BiEncoderTeacherConfig:
+    """``teacher/bi_encoder_schema`` (conf/teacher/mpnet.yaml)."""
+    _target_: str = "trainer.teachers.BiEncoderTeacher"
+    name_or_path: str = MISSING  # model folder or hub name
+    pooling: str = "mean"
+    normalize: bool = True
+    max_length_query: int = 64
+    max_length_passage: int = 256
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    dtype: str = "float32"
+    precision: str = "fast"  # autocast: fast = bf16 where native (CUDA, AMX/AVX512-BF16 CPUs) | float32
+    batch_size: int = 32
+    cache_root: Optional[str] = None  # on-disk cache of teacher embeddings (None = recompute)
+    trust_remote_code: bool = False
+    chunk_size: int = 256  # texts per cache file: a killed run keeps every finished chunk
+
+
+register_teacher_kind("bi_encoder", BiEncoderTeacherConfig)
 
 
 class BiEncoderTeacher:
@@ -28,10 +53,9 @@ class BiEncoderTeacher:
                  max_length_query: int = 64, max_length_passage: int = 256, query_prefix: str = "",
                  passage_prefix: str = "", dtype: str = "float32", batch_size: int = 32,
                  cache_root: Optional[str] = None, trust_remote_code: bool = False, chunk_size: int = 256,
-                 precision: str = "fast", **_other_kinds: object) -> None:
+                 precision: str = "fast") -> None:
         """``precision``: the autocast rule of ``trainer.encoding.autocast_dtype`` (``fast`` = bf16 where the
-        hardware computes it natively, as mining does; part of the cache key). ``_other_kinds``: TeacherConfig
-        fields only other teacher kinds use (e.g. a cross-encoder's max_length)."""
+        hardware computes it natively, as mining does; part of the cache key)."""
         spec = EncoderSpec(pooling=pooling, normalize=normalize, max_length_query=max_length_query,
                            max_length_passage=max_length_passage,
                            prompts=PromptSpec(query_prefix=query_prefix, passage_prefix=passage_prefix))

@@ -9,19 +9,38 @@ the scores on disk. One output logit is the score; with two (not relevant / rele
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from omegaconf import MISSING
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from trainer.models.encoder import DTYPES
+from trainer.teachers.kinds import register_teacher_kind
+
+
+@dataclass
+class CrossEncoderTeacherConfig:
+    """``teacher/cross_encoder_schema`` (conf/teacher/cross_encoder.yaml)."""
+    _target_: str = "trainer.teachers.CrossEncoderTeacher"
+    name_or_path: str = MISSING  # a sequence-classification model folder or hub name
+    max_length: int = 320  # query + passage tokens
+    dtype: str = "float32"
+    batch_size: int = 32
+    cache_root: Optional[str] = None  # pair scores cached here by trainer.teachers.targets (None = recompute)
+    trust_remote_code: bool = False
+
+
+register_teacher_kind("cross_encoder", CrossEncoderTeacherConfig)
 
 
 class CrossEncoderTeacher:
     def __init__(self, name_or_path: str, *, max_length: int = 320, dtype: str = "float32", batch_size: int = 32,
-                 trust_remote_code: bool = False, **_: object) -> None:
+                 trust_remote_code: bool = False, cache_root: Optional[str] = None) -> None:
+        """``cache_root``: where ``trainer.teachers.targets`` keeps this teacher's pair scores."""
         self.model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True)
         self.model.eval().requires_grad_(False)
@@ -31,6 +50,7 @@ class CrossEncoderTeacher:
         self.dim: Optional[int] = None
         self.max_length = max_length
         self.batch_size = batch_size
+        self.cache_root = cache_root
 
     def fingerprint(self) -> str:
         """Hash of the weights' bytes, the tokenizer and the max length: the pair-score cache key. A reranker

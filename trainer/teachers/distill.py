@@ -20,15 +20,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from trainer.distributed import gather_no_grad, gather_with_grad, local_offset
-from trainer.losses.embedding_distill import EmbeddingDistill
 from trainer.losses.infonce import same_label
-from trainer.losses.listwise_kl import ListwiseKL
-from trainer.losses.margin_mse import MarginMSE
-from trainer.losses.similarity_distill import SimilarityDistill
-from trainer.losses.structure_kl import StructureKL
-
-PART_NAMES = {"listwise_kl": "kl", "margin_mse": "margin_mse", "embedding": "embed_distill",
-              "similarity": "sim_distill", "unlabeled": "unlabeled_kl"}  # config key -> logged part name
+from trainer.losses.registry import Dims, active_losses
 
 
 def candidate_scores(query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any],
@@ -56,7 +49,7 @@ def candidate_scores(query: torch.Tensor, passages: torch.Tensor, batch: dict[st
 
 def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any],
                   unlabeled: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
-    """Weighted distillation parts, one per configured loss, named as in ``PART_NAMES``. ``unlabeled`` (U, D_s):
+    """Weighted distillation parts, one per configured loss, named by its registered part. ``unlabeled`` (U, D_s):
     the student's embeddings of the batch's unlabeled texts (``distill.unlabeled``), if any."""
     parts: dict[str, torch.Tensor] = {}
     scores: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
@@ -85,31 +78,11 @@ def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Te
 
 
 def build_distill_losses(cfg: Optional[DictConfig], student_dim: int, teacher_dim: Optional[int]) -> nn.ModuleDict:
-    """The losses of ``cfg.distill`` whose weight is > 0, keyed by their logged part names."""
+    """The registered losses ``cfg`` (the ``distill`` group) turns on, keyed by their logged part names."""
     losses = nn.ModuleDict()
     if cfg is None:
         return losses
-    kl, margin, embedding, similarity = cfg.listwise_kl, cfg.margin_mse, cfg.embedding, cfg.similarity
-    if kl.weight > 0:
-        losses[PART_NAMES["listwise_kl"]] = ListwiseKL(kl.student_temperature, kl.teacher_temperature,
-                                                       kl.t2_scaling, kl.weight)
-    if margin.weight > 0:
-        losses[PART_NAMES["margin_mse"]] = MarginMSE(margin.student_scale, margin.teacher_scale, margin.weight)
-    if embedding.weight > 0:
-        if teacher_dim is None:
-            raise ValueError("distill.embedding needs a bi-encoder teacher (its embedding dimension)")
-        part = EmbeddingDistill(student_dim, teacher_dim, embedding.kind, embedding.weight)
-        if cfg.get("align", False):  # the student's own Dense head is the projection: this one stays the identity
-            if student_dim != teacher_dim:
-                raise ValueError(f"distill.align: the student's output ({student_dim}) must match the teacher's "
-                                 f"({teacher_dim})")
-            part.projection.requires_grad_(False)
-        losses[PART_NAMES["embedding"]] = part
-    if similarity.weight > 0:
-        losses[PART_NAMES["similarity"]] = SimilarityDistill(similarity.student_scale, similarity.teacher_scale,
-                                                             similarity.weight)
-    unlabeled = cfg.get("unlabeled")
-    if unlabeled is not None and unlabeled.files and unlabeled.weight > 0:
-        losses[PART_NAMES["unlabeled"]] = StructureKL(unlabeled.student_temperature, unlabeled.teacher_temperature,
-                                                      False, unlabeled.weight)
+    dims = Dims(student_dim, teacher_dim, bool(cfg.get("align", False)))
+    for name, entry in active_losses(cfg).items():
+        losses[entry.part] = entry.build(cfg.get(name), dims)
     return losses

@@ -7,13 +7,26 @@ each batch as ``teacher_scores`` (B, 1+k), aligned with ``[positive, negatives..
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
+from trainer.teachers.kinds import register_teacher_kind
+
+
+@dataclass
+class PrecomputedTeacherConfig:
+    """``teacher/precomputed_schema`` (conf/teacher/precomputed.yaml)."""
+    _target_: str = "trainer.teachers.PrecomputedTeacher"
+    name: str = "precomputed"
+
+
+register_teacher_kind("precomputed", PrecomputedTeacherConfig)
+
 
 class PrecomputedTeacher:
-    def __init__(self, name: str = "precomputed", **_: object) -> None:
+    def __init__(self, name: str = "precomputed") -> None:
         self.name = name
         self.dim: Optional[int] = None
 

@@ -27,6 +27,7 @@ from trainer.data.dataset import text_id
 from trainer.data.schema import Example
 from trainer.distributed import world
 from trainer.encoding import save_npz_atomic
+from trainer.teachers.precomputed import PrecomputedTeacher
 
 
 def _row_lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
@@ -185,17 +186,20 @@ def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Opti
 
     ``keep_teacher`` (re-mining): a pair-scoring teacher stays in memory to score the pairs re-mining creates.
     """
-    weights = distill_weights(cfg)
+    from trainer.losses.registry import active_losses, distill_weights
+
+    weights = distill_weights(cfg.get("distill"))
     if cfg.get("teacher") is None:
         if any(weights.values()):
             raise ValueError(f"distillation weights {weights} need a teacher: add teacher=mpnet (or "
                              "teacher=precomputed with pos_scores/neg_scores in the data)")
         return None
     teacher = hydra.utils.instantiate(cfg.teacher)
-    if teacher.dim is None and (weights["embedding"] or weights["similarity"]):
-        raise ValueError(f"teacher {teacher.name} scores pairs only: embedding and similarity distillation "
+    embedding_losses = [n for n, e in active_losses(cfg.get("distill")).items() if e.needs_teacher_embeddings]
+    if teacher.dim is None and embedding_losses:
+        raise ValueError(f"teacher {teacher.name} scores pairs only: distill.{', distill.'.join(embedding_losses)} "
                          "need a bi-encoder teacher (teacher=mpnet)")
-    if type(teacher).__name__ == "PrecomputedTeacher":
+    if isinstance(teacher, PrecomputedTeacher):
         k = cfg.data.num_negatives
         missing = [i for i, ex in enumerate(examples) if ex.pos_scores is None or (k and ex.neg_scores is None)]
         if missing:
@@ -219,15 +223,6 @@ def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Opti
     targets.unlabeled = unlabeled
     del teacher  # otherwise never used again: free its memory before the student trains
     return targets
-
-
-def distill_weights(cfg: DictConfig) -> dict[str, float]:
-    distill = cfg.get("distill") or {}
-    weights = {name: float((distill.get(name) or {}).get("weight", 0.0))
-               for name in ("listwise_kl", "margin_mse", "embedding", "similarity")}
-    unlabeled = distill.get("unlabeled") or {}
-    weights["unlabeled"] = float(unlabeled.get("weight", 0.0)) if unlabeled.get("files") else 0.0
-    return weights
 
 
 def fill_teacher_cache(config: DictConfig) -> Optional[TeacherTargets]:
