@@ -12,7 +12,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.data.dataset import Collator, ContrastiveDataset, UniqueBatchSampler, load_data_config
+from trainer.data.dataset import Collator, ContrastiveDataset, UniqueBatchSampler, load_data_config, source_options
 from trainer.data.mixture import Mixture
 from trainer.models.encoder import Encoder
 from trainer.objective import Objective
@@ -43,6 +43,8 @@ def build_encoder(cfg: DictConfig) -> Encoder:
 
 def build_data(cfg: DictConfig, encoder: Encoder, batch_size: int, seed: int, world_size: int, rank: int,
                log: Callable[[str], None] = print) -> tuple[torch.utils.data.DataLoader, UniqueBatchSampler]:
+    if cfg.get("streaming", False):
+        return build_stream(cfg, encoder, batch_size, seed, world_size, rank, log)
     examples, report = load_data_config(cfg)
     log(f"data: {report.summary()}")
     prompts = encoder.spec.prompts
@@ -62,6 +64,29 @@ def build_data(cfg: DictConfig, encoder: Encoder, batch_size: int, seed: int, wo
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(encoder.tokenize),
                                          num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(seed))
     return loader, sampler
+
+
+def build_stream(cfg: DictConfig, encoder: Encoder, batch_size: int, seed: int, world_size: int, rank: int,
+                 log: Callable[[str], None] = print) -> tuple[torch.utils.data.DataLoader, Any]:
+    """``data.streaming=true``: rows read lazily through a seeded shuffle buffer (``trainer.data.stream``); the
+    ``StreamingData`` is both the loader's dataset and the sampler the loop drives."""
+    from trainer.data.stream import StreamingData
+
+    options, caps = source_options(cfg)
+    prompts = encoder.spec.prompts
+    data = StreamingData(list(cfg.train_files), options, caps=caps, max_rows=cfg.get("max_rows"),
+                         num_negatives=cfg.num_negatives, seed=seed, batch_size=batch_size, world_size=world_size,
+                         rank=rank, buffer_size=cfg.shuffle_buffer, instructions=prompts.instruction_paraphrases,
+                         symmetric_tasks=prompts.symmetric_tasks)
+    log(f"data (streamed through a shuffle buffer of {cfg.shuffle_buffer} rows): {data.report.summary()}")
+    if data.num_batches(0) == 0:
+        raise ValueError(f"{data.rows} training rows make no full global batch of {batch_size} per process x "
+                         f"{world_size} processes: lower train.batch_size, or add rows")
+    # batch_size=None: the dataset yields each process's batch of samples; the collator tokenizes it. Its own
+    # generator, as above: iter(loader) must not draw from the global one that dropout (and a resume) depend on.
+    loader = torch.utils.data.DataLoader(data, batch_size=None, collate_fn=Collator(encoder.tokenize),
+                                         generator=torch.Generator().manual_seed(seed))
+    return loader, data
 
 
 def build_objective(cfg: DictConfig, encoder: Encoder, teacher_dim: Optional[int] = None) -> Objective:

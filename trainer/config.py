@@ -63,7 +63,8 @@ class DataConfig:
     source_rows: Optional[List[Optional[int]]] = None  # per train_files entry: its first N rows (null = all)
     # per train_files entry: its share of every epoch's rows, drawn per epoch (up/down-sampled; trainer/data/mixture.py)
     source_weights: Optional[List[float]] = None
-    streaming: bool = False  # datasets files and Hub ids: iterate without loading everything
+    streaming: bool = False  # read rows lazily through a shuffle buffer (trainer/data/stream.py): memory stays bounded
+    shuffle_buffer: int = 10_000  # streaming: rows held for the seeded buffer shuffle
     num_negatives: int = 0  # hard negatives per query (0 = in-batch negatives only)
     on_error: str = "raise"  # raise | skip (bad rows are counted and reported)
     task_homogeneous: bool = False  # every batch from one task (E5/BGE style)

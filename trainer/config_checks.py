@@ -51,6 +51,7 @@ def check_train_config(cfg: Any) -> None:
         raise ValueError(f"train.mixed_precision={mixed}: must be auto (bf16 where the hardware computes it "
                          "natively, else no), no, bf16 or fp16")
     check_keep_best(cfg)
+    check_streaming(cfg)
     if OmegaConf.select(cfg, "distill.unlabeled.files", default=None) and cfg.train.mini_batch_size:
         raise ValueError("distill.unlabeled with train.mini_batch_size (GradCache) is not supported: the unlabeled "
                          "texts are encoded in one pass; set train.mini_batch_size=null or distill.unlabeled.files=[]")
@@ -69,3 +70,29 @@ def check_keep_best(cfg: Any) -> None:
     if "/" not in metric or metric.split("/", 1)[0] not in tasks:
         raise ValueError(f"train.keep_best={metric}: must be <task>/<score> of an eval task ({', '.join(tasks)}), "
                          f"e.g. {tasks[0]}/ndcg_at_10")
+
+
+def check_streaming(cfg: Any) -> None:
+    """``data.streaming=true`` never holds the whole data: refuse what needs it, naming the setting."""
+    if not OmegaConf.select(cfg, "data.streaming", default=False):
+        return
+    from trainer.teachers.kinds import is_kind
+
+    teacher = OmegaConf.select(cfg, "teacher", default=None)
+    needs_all = {
+        "teacher": teacher is not None and not is_kind(teacher, "precomputed"),
+        "data.task_homogeneous": bool(OmegaConf.select(cfg, "data.task_homogeneous", default=False)),
+        "data.source_weights": OmegaConf.select(cfg, "data.source_weights", default=None) is not None,
+        "train.remine_every": bool(OmegaConf.select(cfg, "train.remine_every", default=None)),
+    }
+    why = {"teacher": "the teacher embeds or scores every training text before the first step (teacher=precomputed "
+                      "streams: its scores ride in the rows)",
+           "data.task_homogeneous": "batches of one task are planned over the whole data",
+           "data.source_weights": "a mixture draws each epoch from every source's rows",
+           "train.remine_every": "re-mining searches every training row"}
+    for setting, on in needs_all.items():
+        if on:
+            raise ValueError(f"data.streaming=true cannot be combined with {setting}: {why[setting]}. Set "
+                             "data.streaming=false, or drop the setting")
+    if OmegaConf.select(cfg, "data.shuffle_buffer", default=1) < 1:
+        raise ValueError(f"data.shuffle_buffer={cfg.data.shuffle_buffer}: must be >= 1 (rows held for shuffling)")

@@ -131,7 +131,7 @@ def make_plan(cfg: Any, objective: Any, examples: Sequence[Any], world_size: int
                         f"(equal up to case/punctuation/spacing): about {false_negatives * gathered:.1f} false "
                         "in-batch negatives per gathered batch; deduplicate the data (normalise texts) or lower "
                         "the batch size")
-    if dropped > 0.05 * len(examples):
+    if dropped >= gathered and dropped > 0.05 * len(examples):  # fewer than a batch: the epoch's partial last one
         warnings.append(f"{dropped} of {len(examples)} rows were left out of an epoch because their texts clash "
                         "with every open batch (many exact duplicates, or a batch too large for the data)")
     if world_size * int(train.batch_size) * group < 2:

@@ -41,16 +41,11 @@ def load_examples(files: Sequence[str], fmt: str = "jsonl", on_error: str = "rai
     folders of them, ``save_to_disk`` folders, Hub ids; ``fmt`` auto | jsonl | hf). A mixture: the first
     ``max_rows_per_file`` rows of each source, or ``source_rows[i]`` of source ``i`` (None = all; the smaller cap
     wins), at most ``max_rows`` in all. The report counts the rows each source contributed."""
-    if source_rows is not None and len(source_rows) != len(files):
-        raise ValueError(f"data.source_rows has {len(source_rows)} entries for {len(files)} data.train_files: "
-                         "give one count (or null for all rows) per source")
     options = SourceOptions(fmt=fmt, on_error=on_error, streaming=streaming, columns=check_columns(columns),
                             hf_config=hf_config, hf_split=hf_split, hf_revision=hf_revision)
     report = LoadReport()
     examples: list[Example] = []
-    for i, file in enumerate(files):
-        caps = [c for c in (max_rows_per_file, None if source_rows is None else source_rows[i]) if c is not None]
-        cap = min(caps) if caps else None
+    for file, cap in zip(files, source_caps(len(files), source_rows, max_rows_per_file)):
         taken = 0
         for example in read_source(str(file), options, report) if cap != 0 else ():
             examples.append(example)
@@ -63,6 +58,30 @@ def load_examples(files: Sequence[str], fmt: str = "jsonl", on_error: str = "rai
     if not examples:
         raise ValueError(f"no usable training rows in {list(files)} ({report.summary()})")
     return examples, report
+
+
+def source_caps(count: int, source_rows: Optional[Sequence[Optional[int]]],
+                max_rows_per_file: Optional[int]) -> list[Optional[int]]:
+    """Rows read from each of ``count`` sources: the smaller of ``source_rows[i]`` and ``max_rows_per_file``."""
+    if source_rows is not None and len(source_rows) != count:
+        raise ValueError(f"data.source_rows has {len(source_rows)} entries for {count} data.train_files: "
+                         "give one count (or null for all rows) per source")
+    caps = []
+    for i in range(count):
+        given = [c for c in (max_rows_per_file, None if source_rows is None else source_rows[i]) if c is not None]
+        caps.append(min(given) if given else None)
+    return caps
+
+
+def source_options(cfg: Any) -> tuple[SourceOptions, list[Optional[int]]]:
+    """How a ``data`` config's sources are read, and each source's row cap (``trainer.data.stream``)."""
+    source_rows = cfg.get("source_rows")
+    options = SourceOptions(fmt=cfg.get("format", "auto"), on_error=cfg.get("on_error", "raise"), streaming=True,
+                            columns=check_columns(cfg.get("columns")), hf_config=cfg.get("hf_config"),
+                            hf_split=cfg.get("hf_split") or "train", hf_revision=cfg.get("hf_revision"))
+    caps = source_caps(len(cfg.train_files), None if source_rows is None else list(source_rows),
+                       cfg.get("max_rows_per_file"))
+    return options, caps
 
 
 def load_data_config(cfg: Any) -> tuple[list[Example], LoadReport]:
@@ -109,6 +128,26 @@ def query_positives(examples: Sequence[Example]) -> list[tuple[str, ...]]:
         by_query[ex.query].update(dict.fromkeys(ex.pos))
     shared = {query: tuple(texts) for query, texts in by_query.items()}
     return [shared[ex.query] for ex in examples]
+
+
+def draw_passages(ex: Example, rng: np.random.Generator, k: int,
+                  available: Optional[int] = None) -> tuple[int, list[int]]:
+    """The positive and ``k`` negatives (indices into ``ex.pos`` / the first ``available`` of ``ex.neg``) one row
+    uses: without replacement when there are enough negatives, else with (as Tevatron does)."""
+    pos = int(rng.integers(len(ex.pos)))
+    if k == 0:
+        return pos, []
+    available = len(ex.neg) if available is None else available
+    return pos, [int(n) for n in rng.choice(available, size=k, replace=available < k)]
+
+
+def pick_instruction(ex: Example, choices: Optional[Sequence[str]], seed: int, epoch: int, index: int) -> Optional[str]:
+    """The row's own instruction, else one of its task's paraphrases (``choices``) for ``epoch``, else None."""
+    if ex.instruction or not choices:
+        return ex.instruction
+    # A stream of its own (the trailing 1): adding paraphrases never changes the positives and negatives drawn.
+    rng = np.random.default_rng([seed, epoch, index, 1])
+    return choices[int(rng.integers(len(choices)))]
 
 
 class ContrastiveDataset(torch.utils.data.Dataset):
@@ -168,14 +207,8 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         negatives; default: the row's current list)."""
         ex = self.examples[index]
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
-        pos = int(rng.integers(len(ex.pos)))
         k = 0 if ex.task in self.in_batch_only_tasks else self.num_negatives
-        if k == 0:
-            return pos, []
-        available = len(ex.neg) if num_neg is None else num_neg
-        # Without replacement when there are enough negatives, else with (as Tevatron does).
-        negs = rng.choice(available, size=k, replace=available < k)
-        return pos, [int(n) for n in negs]
+        return draw_passages(ex, rng, k, num_neg)
 
     def __getitem__(self, index: int) -> Sample:
         ex = self.examples[index]
@@ -192,12 +225,8 @@ class ContrastiveDataset(torch.utils.data.Dataset):
         """The row's own instruction, else one of its task's paraphrases drawn for ``epoch``, else None (the
         tokenizer then uses the task's instruction, if any)."""
         ex = self.examples[index]
-        choices = self.instructions.get(ex.task or "")
-        if ex.instruction or not choices:
-            return ex.instruction
-        # A stream of its own (the trailing 1): adding paraphrases never changes the positives and negatives drawn.
-        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index, 1])
-        return choices[int(rng.integers(len(choices)))]
+        return pick_instruction(ex, self.instructions.get(ex.task or ""), self.seed,
+                                self.epoch if epoch is None else epoch, index)
 
     def batch_keys(self, index: int, epoch: int) -> set[str]:
         """Texts that must not be shared with another example of the same batch: every positive of its query
