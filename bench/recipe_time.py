@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "recipe_seconds": round(sum(seconds.values())),
         "seconds": {k: round(v) for k, v in seconds.items()},
-        "commands": [" ".join(mine[1:]), " ".join(train[1:])],
+        "commands": [" ".join(["python", *mine[1:]]).replace(f"{ROOT}/", ""),
+                     " ".join(["python", *train[1:]]).replace(f"{ROOT}/", "")],
         "eval": json.loads((args.work / "recipe" / "eval.jsonl").read_text().splitlines()[-1]),
         "note": f"{platform.machine()}, {os.cpu_count()} CPUs, default threads; load averages before "
                 f"{', '.join(f'{x:.2f}' for x in load_before)}, after {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
