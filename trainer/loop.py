@@ -131,18 +131,24 @@ def removed_on_failure(run: RunDir) -> Iterator[None]:
         raise
 
 
+def open_run(cfg: DictConfig, accelerator: Accelerator, run: RunDir) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The state to resume (None: a fresh start); the run dir cleaned of a killed run's temporaries, initialised
+    (provenance) unless it continues its own state, and the config summary logged."""
+    resume = resolve_resume(cfg, run, accelerator.num_processes, run.echo)
+    for stale in run.clean_temporaries():
+        run.echo(f"removed {stale}, left by a run killed while writing it")
+    if resume is None or resume[0].parent != run.states:
+        run.init(cfg, accelerator.num_processes, resume[0] if resume else None)  # provenance of this run dir
+    run.echo(config_summary(cfg, run))
+    accelerator.wait_for_everyone()
+    return resume
+
+
 def build(cfg: DictConfig, accelerator: Accelerator, run: RunDir) -> Setup:
     """Resume decision, run dir, data, teacher targets, objective, optimizer and the resumed state."""
     started = time.perf_counter()
     log = run.echo  # rank 0: the console and train.log
-    resume = resolve_resume(cfg, run, accelerator.num_processes, log)
-    for stale in run.clean_temporaries():
-        log(f"removed {stale}, left by a run killed while writing it")
-    if resume is None or resume[0].parent != run.states:
-        run.init(cfg, accelerator.num_processes, resume[0] if resume else None)  # provenance of this run dir
-    log(config_summary(cfg, run))
-    accelerator.wait_for_everyone()
-
+    resume = open_run(cfg, accelerator, run)
     encoder = build_encoder(cfg.model)
     loader, sampler = build_data(cfg.data, encoder, cfg.train.batch_size, cfg.train.seed,
                                  accelerator.num_processes, accelerator.process_index, log)
