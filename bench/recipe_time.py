@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MARKER = ".recipe-time"  # marks a --work folder this script made, the only kind it deletes
 
 
 def timed(command: list[str], log: Path) -> float:
@@ -39,9 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "recipe-timing")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "recipe_time.json")
     args = parser.parse_args(argv)
+    marker = args.work / MARKER
+    if args.work.exists() and any(args.work.iterdir()) and not marker.exists():
+        parser.error(f"--work {args.work} holds files this script did not write: give an empty or new folder")
     if args.work.exists():
-        shutil.rmtree(args.work)  # this script's own folder: a cold cache every time
+        shutil.rmtree(args.work)  # this script's own folder (its marker says so): a cold cache every time
     args.work.mkdir(parents=True)
+    marker.write_text("written by bench/recipe_time.py; removed and rewritten by its next run\n")
     mined = args.work / "mined-teacher"
     mine = [sys.executable, "-m", "trainer.mine", "mine/preset=teacher_negatives", f"out_dir={mined}",
             f"cache_dir={args.work / 'teacher-cache'}"]

@@ -4,7 +4,7 @@
     python bench/streaming.py --rows 20000 100000 --steps 20   # a quicker look
 
 Each run is ``python -m trainer.train`` in its own process (the bundled MiniLM, 16/32 tokens, batch 32, no
-evaluation) on a synthetic JSONL of short query/positive/negative rows, written once per size under ``--work``.
+evaluation) on a synthetic JSONL of short query/positive/negative rows, written once per size under ``--work`` (default ``runs/bench-streaming``).
 Peak memory is the child's maximum resident set size (``ru_maxrss``), measured by a wrapper process that runs
 nothing else. Streaming validates and counts every row before the first step and then reads only what training
 consumes; the in-memory path holds every row. The claim checked: streamed peak memory does not grow with rows.
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--steps", type=int, default=50, help="optimizer steps of every run")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/embedstill-streaming"))
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-streaming",
+                        help="scratch folder for the generated data and the runs (under the ignored runs/)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "streaming.json")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)

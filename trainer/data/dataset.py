@@ -19,6 +19,7 @@ batches, and the schedule's length, depend on the data files and the seed alone.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -43,18 +44,36 @@ def load_examples(files: Sequence[str], fmt: str = "jsonl", on_error: str = "rai
     wins), at most ``max_rows`` in all. The report counts the rows each source contributed."""
     options = SourceOptions(fmt=fmt, on_error=on_error, streaming=streaming, columns=check_columns(columns),
                             hf_config=hf_config, hf_split=hf_split, hf_revision=hf_revision)
+    return read_examples(files, options, source_caps(len(files), source_rows, max_rows_per_file), max_rows)
+
+
+def iter_rows(files: Sequence[str], options: SourceOptions, report: LoadReport,
+              caps: Sequence[Optional[int]], max_rows: Optional[int]) -> Iterator[tuple[int, int, Example]]:
+    """(source index, row number in it, row) of every row in order; source ``i`` capped at ``caps[i]`` rows, all
+    of them at ``max_rows``."""
+    taken_all = 0
+    for source, (file, cap) in enumerate(zip(files, caps)):
+        rows = read_source(str(file), options, report) if cap != 0 else iter(())
+        for number, example in enumerate(itertools.islice(rows, cap), start=1):
+            yield source, number, example
+            taken_all += 1
+            if max_rows is not None and taken_all >= max_rows:
+                return
+
+
+def read_examples(files: Sequence[str], options: SourceOptions, caps: Sequence[Optional[int]],
+                  max_rows: Optional[int]) -> tuple[list[Example], LoadReport]:
+    """Every row ``iter_rows`` yields, in memory; the report lists the rows of each source read."""
     report = LoadReport()
     examples: list[Example] = []
-    for file, cap in zip(files, source_caps(len(files), source_rows, max_rows_per_file)):
-        taken = 0
-        for example in read_source(str(file), options, report) if cap != 0 else ():
-            examples.append(example)
-            taken += 1
-            if (max_rows is not None and len(examples) >= max_rows) or (cap is not None and taken >= cap):
-                break
-        report.sources.append((str(file), taken))
-        if max_rows is not None and len(examples) >= max_rows:
-            break
+    taken = [0] * len(files)
+    for source, _, example in iter_rows(files, options, report, caps, max_rows):
+        examples.append(example)
+        taken[source] += 1
+    last = len(files) - 1
+    if max_rows is not None and len(examples) >= max_rows:  # the sources after the one that reached it are unread
+        last = max(i for i, n in enumerate(taken) if n)
+    report.sources = [(str(files[i]), taken[i]) for i in range(last + 1)]
     if not examples:
         raise ValueError(f"no usable training rows in {list(files)} ({report.summary()})")
     return examples, report
@@ -74,25 +93,21 @@ def source_caps(count: int, source_rows: Optional[Sequence[Optional[int]]],
 
 
 def source_options(cfg: Any) -> tuple[SourceOptions, list[Optional[int]]]:
-    """How a ``data`` config's sources are read, and each source's row cap (``trainer.data.stream``)."""
+    """How a ``data`` config's sources are read, and each source's row cap (configs saved before an option
+    existed read its default)."""
     source_rows = cfg.get("source_rows")
-    options = SourceOptions(fmt=cfg.get("format", "auto"), on_error=cfg.get("on_error", "raise"), streaming=True,
-                            columns=check_columns(cfg.get("columns")), hf_config=cfg.get("hf_config"),
-                            hf_split=cfg.get("hf_split") or "train", hf_revision=cfg.get("hf_revision"))
+    options = SourceOptions(fmt=cfg.get("format", "auto"), on_error=cfg.get("on_error", "raise"),
+                            streaming=bool(cfg.get("streaming", False)), columns=check_columns(cfg.get("columns")),
+                            hf_config=cfg.get("hf_config"), hf_split=cfg.get("hf_split") or "train",
+                            hf_revision=cfg.get("hf_revision"))
     caps = source_caps(len(cfg.train_files), None if source_rows is None else list(source_rows),
                        cfg.get("max_rows_per_file"))
     return options, caps
 
 
 def load_data_config(cfg: Any) -> tuple[list[Example], LoadReport]:
-    """``load_examples`` with every source option of a ``data`` config (configs saved before an option existed
-    read its default)."""
-    source_rows = cfg.get("source_rows")
-    return load_examples(list(cfg.train_files), cfg.get("format", "auto"), cfg.get("on_error", "raise"),
-                         cfg.get("max_rows"), bool(cfg.get("streaming", False)), cfg.get("max_rows_per_file"),
-                         columns=cfg.get("columns"), hf_config=cfg.get("hf_config"),
-                         hf_split=cfg.get("hf_split") or "train", hf_revision=cfg.get("hf_revision"),
-                         source_rows=None if source_rows is None else list(source_rows))
+    """Every row of a ``data`` config's sources, in memory (``data.streaming``: ``trainer.data.stream``)."""
+    return read_examples(list(cfg.train_files), *source_options(cfg), cfg.get("max_rows"))
 
 
 def text_id(text: str) -> int:

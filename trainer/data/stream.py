@@ -29,25 +29,11 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from trainer.data.dataset import Sample, draw_passages, label_id, pick_instruction, text_id
+from trainer.data.dataset import Sample, draw_passages, iter_rows, label_id, pick_instruction, text_id
 from trainer.data.schema import Example, LoadReport
-from trainer.data.sources import SourceOptions, read_source
+from trainer.data.sources import SourceOptions
 
 PLAN_ROWS = 1000  # rows kept for the memory planner's length statistics
-
-
-def iter_rows(files: Sequence[str], options: SourceOptions, report: LoadReport,
-              caps: Sequence[Optional[int]], max_rows: Optional[int]) -> Iterator[tuple[str, int, Example]]:
-    """(source, row number in it, row) of every row in order; source ``i`` capped at ``caps[i]`` rows, all of
-    them at ``max_rows``."""
-    taken_all = 0
-    for file, cap in zip(files, caps):
-        rows = read_source(str(file), options, report) if cap != 0 else iter(())
-        for number, example in enumerate(itertools.islice(rows, cap), start=1):
-            yield str(file), number, example
-            taken_all += 1
-            if max_rows is not None and taken_all >= max_rows:
-                return
 
 
 def buffer_shuffle(rows: Iterator[Example], size: int, rng: np.random.Generator) -> Iterator[Example]:
@@ -94,7 +80,7 @@ class StreamingData(torch.utils.data.IterableDataset):
         for count, (source, number, example) in enumerate(
                 iter_rows(self.files, self.options, self.report, self.caps, self.max_rows), start=1):
             if self.num_negatives and not example.neg:
-                raise ValueError(f"{source}: row {number}: neg: empty, but data.num_negatives={self.num_negatives} "
+                raise ValueError(f"{self.files[source]}: row {number}: neg: empty, but data.num_negatives={self.num_negatives} "
                                  "draws that many per row: mine negatives first (python -m trainer.mine), or set "
                                  "data.num_negatives=0")
             if count <= PLAN_ROWS:
