@@ -207,7 +207,7 @@ def test_teacher_filter_drops_near_positive_and_returns_scores() -> None:
     teacher = TableTeacher({"p": 0.9, "p2": 0.7, "a": 0.95, "b": 0.66, "c": 0.3, "d": 0.1})
     counts: Counter = Counter()
     kept, neg, pos = teacher_filter(teacher, ["q"], [["p", "p2"]], [["a", "b", "c", "d"]],
-                                    TeacherFilterConfig(kind="bi_encoder", margin=0.05), counts)
+                                    TeacherFilterConfig(margin=0.05), counts)
     # The weakest positive is 0.7: a (0.95, above) and b (0.66, within 0.05) go.
     assert kept == [["c", "d"]] and neg == [[pytest.approx(0.3), pytest.approx(0.1)]]
     assert pos == [[pytest.approx(0.9), pytest.approx(0.7)]] and counts["teacher"] == 2
@@ -226,8 +226,9 @@ def test_cross_encoder_teacher_filter(tiny_model: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "ce")
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "ce")
-    cfg = TeacherFilterConfig(kind="cross_encoder", name_or_path=str(tmp_path / "ce"), margin=0.0, batch_size=2)
-    teacher = build_teacher(cfg, None)
+    cfg = TeacherFilterConfig(margin=0.0)
+    teacher = build_teacher({"_target_": "trainer.teachers.CrossEncoderTeacher", "name_or_path": str(tmp_path / "ce"),
+                             "batch_size": 2})
     query, positive, cands = "w1 w2", "w1 w2 w9 w9 w9", ["w7", "w8 the news", "w1 w3", "w2 w2 w2 w4"]
     with torch.no_grad():  # one pair at a time: no padding, no sorting
         logit = {p: float(teacher.model(**teacher.tokenizer(query, p, return_tensors="pt")).logits[0, 0])
@@ -317,7 +318,8 @@ def test_mine_end_to_end(tiny_model: Path, tiny_data: dict[str, Path], tmp_path:
     overrides = [f"model.name_or_path={tiny_model}", f"input_files=[{tiny_data['train']}]", f"out_dir={out}",
                  f"cache_dir={tmp_path / 'cache'}", "model.max_length_passage=32", "select.num_negatives=4",
                  "select.max_rank=20", "select.relative=0.99", "mine/teacher=mpnet",
-                 f"teacher.name_or_path={tiny_model}", "teacher.margin=0.0", "mine/index=hnsw",
+                 f"teacher.name_or_path={tiny_model}", "teacher_filter.margin=0.0", "mine/index=hnsw",
+                 f"teacher.cache_root={tmp_path / 'teacher-cache'}",
                  "drop_rows_without_negatives=true"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="mine", overrides=overrides)
@@ -406,3 +408,29 @@ def test_mine_configs_compose(overrides: list[str]) -> None:
     if "mine/preset=st_compatible" in overrides:
         assert (cfg.select.margin, cfg.select.relative, cfg.select.num_negatives) == (0.05, None, 5)
         assert cfg.precision == "float32"
+
+
+def test_mining_and_training_share_one_teacher_config() -> None:
+    """mine/teacher=mpnet composes the training teacher (conf/teacher/mpnet.yaml): same node, same embedding cache;
+    a key the teacher kind does not have fails at compose time (the old filter config ignored nothing and knew only
+    three kinds)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from trainer.config import CONF_DIR, register_configs
+    from trainer.mining.config import register_mine_configs
+
+    register_configs()
+    register_mine_configs()
+    shared = ["model.max_length_query=32", "model.max_length_passage=128"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        mine = compose(config_name="mine", overrides=["mine/teacher=mpnet", *shared])
+        plain = compose(config_name="mine", overrides=["teacher=mpnet", *shared])
+        train = compose(config_name="train", overrides=["teacher=mpnet", *shared])
+        with pytest.raises(Exception, match="max_lenght_passage"):
+            compose(config_name="mine", overrides=["mine/teacher=mpnet", "teacher.max_lenght_passage=64"])
+        none = compose(config_name="mine")
+    as_dict = [OmegaConf.to_container(c.teacher, resolve=True) for c in (mine, plain, train)]
+    assert as_dict[0] == as_dict[1] == as_dict[2]
+    assert as_dict[0]["_target_"] == "trainer.teachers.BiEncoderTeacher" and as_dict[0]["max_length_passage"] == 128
+    assert (mine.teacher_filter.margin, plain.teacher_filter.margin) == (0.05, 0.05) and none.teacher is None

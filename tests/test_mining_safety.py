@@ -50,7 +50,7 @@ def test_rows_sharing_a_query_text_never_mine_each_others_positives(tiny_model: 
     for res in stored:
         assert res.negatives == plain.negatives
     taught = mine_negatives(encoder, SHARED, CORPUS, IndexConfig(), EVERYTHING, teacher=TableTeacher(),
-                            teacher_cfg=TeacherFilterConfig(kind="bi_encoder", margin=0.0))
+                            teacher_cfg=TeacherFilterConfig(margin=0.0))
     assert_no_sibling_positive(taught.negatives)
     assert taught.counts["teacher"] == 2  # "y is C" (1.0) for both "what is x" rows, nothing else
     assert taught.teacher_pos == [[0.5], [pytest.approx(0.4)], [1.0]]

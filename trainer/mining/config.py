@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -44,13 +44,9 @@ class SelectConfig:
 
 @dataclass
 class TeacherFilterConfig:
-    kind: str = "none"  # none | bi_encoder | cross_encoder
-    name_or_path: Optional[str] = None  # bi_encoder: our Encoder folder (e.g. ${asset:mpnet}); cross_encoder: HF model
+    """How the teacher (``teacher``: a conf/teacher/<kind>.yaml, the same configs training uses) filters candidates."""
     margin: float = 0.05  # drop a candidate the teacher scores >= its positive's teacher score - margin
     max_candidates: Optional[int] = None  # rescore at most this many survivors per query (None = all)
-    batch_size: int = 32
-    max_length: int = 256  # cross_encoder pair length
-    trust_remote_code: bool = False
 
 
 @dataclass
@@ -71,7 +67,11 @@ class MineConfig:
     histogram: bool = True
     index: IndexConfig = field(default_factory=IndexConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
-    teacher: TeacherFilterConfig = field(default_factory=TeacherFilterConfig)
+    # The false-negative filter's teacher: a node of the training ``teacher`` group (conf/teacher/<kind>.yaml,
+    # checked against its kind's schema, built by instantiate), so mining and distillation share one teacher and its
+    # embedding cache. None: no filter.
+    teacher: Optional[Any] = None
+    teacher_filter: TeacherFilterConfig = field(default_factory=TeacherFilterConfig)
     paths: Dict[str, str] = field(default_factory=dict)
 
 

@@ -147,7 +147,7 @@ def mine_negatives(encoder: Encoder, examples: Sequence[Example], corpus: Sequen
     res.counts["candidates"] = int(ids.size)
     alive = candidate_mask(cand_tids, scores, positives, keys.query, res.pos_scores, select_cfg,
                            res.counts)  # (Q, k)
-    _pick_negatives(res, examples, corpus, ids, scores, alive, select_cfg, teacher, teacher_cfg, cache_root)
+    _pick_negatives(res, examples, corpus, ids, scores, alive, select_cfg, teacher, teacher_cfg)
     res.seconds["select"] = time.perf_counter() - clock
     return res
 
@@ -205,7 +205,7 @@ def _candidates(res: MineResult, encoder: Encoder, examples: Sequence[Example], 
 
 def _pick_negatives(res: MineResult, examples: Sequence[Example], corpus: list[str], ids: np.ndarray,
                     scores: np.ndarray, alive: np.ndarray, select_cfg: SelectConfig, teacher: Optional[Any],
-                    teacher_cfg: Optional[TeacherFilterConfig], cache_root: Optional[str | Path]) -> None:
+                    teacher_cfg: Optional[TeacherFilterConfig]) -> None:
     """Sample each query's negatives among its candidates that survived the rules (``alive`` (Q, k)); with a
     teacher, among those the teacher's filter keeps. Sets ``res.negatives``, ``neg_scores`` (and teacher scores)."""
     queries = np.arange(len(examples))
@@ -226,7 +226,7 @@ def _pick_negatives(res: MineResult, examples: Sequence[Example], corpus: list[s
             teacher, [ex.query for ex in examples], [ex.pos for ex in examples], texts,
             teacher_cfg or TeacherFilterConfig(), res.counts)
         miner = [[m[b.index(t)] for t in kept] for m, b, kept in zip(miner, before, texts)]
-        res.cache_keys.update(teacher_cache_keys(teacher, cache_root))
+        res.cache_keys.update(teacher_cache_keys(teacher))
         res.seconds["teacher"] = time.perf_counter() - t0
         picks = sample([list(range(len(t))) for t in texts], select_cfg, queries, res.counts)
         res.negatives = [[t[i] for i in p] for t, p in zip(texts, picks)]
@@ -334,11 +334,12 @@ def _run(cfg: Any) -> dict[str, Any]:
     examples, load_report = load_examples(list(cfg.input_files), on_error=cfg.on_error, max_rows=cfg.max_rows)
     corpus = load_corpus(cfg.corpus_file) if cfg.corpus_file else default_corpus(examples)
     encoder = load_miner(cfg.model).to(device)
-    teacher = build_teacher(cfg.teacher, cfg.cache_dir)
+    teacher = build_teacher(cfg.teacher)
     if teacher is not None:
         teacher.to(device)
     # Plain dataclasses from here on: the selection loop reads its settings often, DictConfig access is slow.
-    index_cfg, select_cfg, teacher_cfg = (OmegaConf.to_object(c) for c in (cfg.index, cfg.select, cfg.teacher))
+    index_cfg, select_cfg, teacher_cfg = (OmegaConf.to_object(c) for c in (cfg.index, cfg.select,
+                                                                            cfg.teacher_filter))
     res = mine_negatives(encoder, examples, corpus, index_cfg, select_cfg, cache_root=cfg.cache_dir,
                          batch_size=cfg.batch_size, encode_chunk=cfg.encode_chunk, teacher=teacher,
                          teacher_cfg=teacher_cfg, precision=cfg.precision)

@@ -2,16 +2,17 @@
 
     python -m trainer.mine mine/teacher=mpnet ...          # bi-encoder teacher (embeddings cached on disk)
     python -m trainer.mine mine/teacher=cross_encoder teacher.name_or_path=PATH ...
+    python -m trainer.mine teacher=mpnet teacher_filter.margin=0.1   # any conf/teacher/<kind>.yaml, as in training
 
-The teachers are the project's own (``trainer.teachers``: eval mode, no grad, ``score(queries, passages)`` for
-aligned pairs; the bi-encoder encodes each unique text once through the embedding cache). The scores of the kept
+The teachers are the ones training uses (``teacher``: conf/teacher/<kind>.yaml, the kind's schema, built by
+``instantiate``; eval mode, no grad, ``score(queries, passages)`` for aligned pairs; the bi-encoder encodes each
+unique text once through its embedding cache, the same ``runs/teacher-cache`` distillation reads). The scores of the kept
 positives and negatives are written into the mined rows (``pos_scores`` / ``neg_scores``) so distillation never
 runs the teacher on them again.
 """
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -20,28 +21,23 @@ from trainer.encoding import EmbeddingCache
 from trainer.mining.config import TeacherFilterConfig
 
 
-def build_teacher(cfg: TeacherFilterConfig, cache_root: Optional[str | Path]) -> Optional[Any]:
-    """A ``trainer.teachers`` teacher for ``teacher.kind`` (None for ``none``)."""
-    if cfg.kind == "none":
+def build_teacher(teacher_cfg: Any) -> Optional[Any]:
+    """The teacher a ``teacher`` node describes (conf/teacher/<kind>.yaml, as training builds it); None for none."""
+    if teacher_cfg is None:
         return None
-    if not cfg.name_or_path:
-        raise ValueError(f"teacher.kind={cfg.kind} needs teacher.name_or_path")
-    from trainer.teachers import BiEncoderTeacher, CrossEncoderTeacher
+    from hydra.utils import instantiate
 
-    if cfg.kind == "bi_encoder":
-        return BiEncoderTeacher(cfg.name_or_path, batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code,
-                                cache_root=None if cache_root is None else str(cache_root))
-    if cfg.kind == "cross_encoder":
-        return CrossEncoderTeacher(cfg.name_or_path, max_length=cfg.max_length, batch_size=cfg.batch_size,
-                                   trust_remote_code=cfg.trust_remote_code)
-    raise ValueError(f"teacher.kind must be none, bi_encoder or cross_encoder, got {cfg.kind!r}")
+    return instantiate(teacher_cfg)
 
 
-def teacher_cache_keys(teacher: Any, cache_root: Optional[str | Path]) -> dict[str, str]:
-    encoder = getattr(teacher, "encoder", None)
+def teacher_cache_keys(teacher: Any) -> dict[str, str]:
+    """The cache keys of a bi-encoder teacher's embeddings (in its own ``cache_root``, the one training reads)."""
+    encoder, cache_root = getattr(teacher, "encoder", None), getattr(teacher, "cache_root", None)
     if encoder is None or cache_root is None:
         return {}
-    return {f"teacher_{side}": EmbeddingCache(cache_root, encoder, side).key for side in ("query", "passage")}
+    precision = getattr(teacher, "precision", "auto")
+    return {f"teacher_{side}": EmbeddingCache(cache_root, encoder, side, precision=precision).key
+            for side in ("query", "passage")}
 
 
 def teacher_filter(teacher: Any, queries: Sequence[str], positives: Sequence[Sequence[str]],
