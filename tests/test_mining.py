@@ -430,6 +430,11 @@ def test_mining_and_training_share_one_teacher_config() -> None:
         with pytest.raises(Exception, match="max_lenght_passage"):
             compose(config_name="mine", overrides=["mine/teacher=mpnet", "teacher.max_lenght_passage=64"])
         none = compose(config_name="mine")
+        precomputed = compose(config_name="mine", overrides=["teacher=precomputed"])
+    from trainer.mining.teacher import build_teacher
+
+    with pytest.raises(ValueError, match="precomputed cannot filter"):  # refused before any encoding
+        build_teacher(precomputed.teacher)
     as_dict = [OmegaConf.to_container(c.teacher, resolve=True) for c in (mine, plain, train)]
     assert as_dict[0] == as_dict[1] == as_dict[2]
     assert as_dict[0]["_target_"] == "trainer.teachers.BiEncoderTeacher" and as_dict[0]["max_length_passage"] == 128

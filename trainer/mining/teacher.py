@@ -27,6 +27,12 @@ def build_teacher(teacher_cfg: Any) -> Optional[Any]:
         return None
     from hydra.utils import instantiate
 
+    from trainer.teachers.kinds import is_kind
+
+    if is_kind(teacher_cfg, "precomputed"):
+        raise ValueError("teacher=precomputed cannot filter mined candidates: it reads scores from training rows and "
+                         "scores no new pair; use teacher=mpnet (bi-encoder) or teacher=cross_encoder")
+
     return instantiate(teacher_cfg)
 
 
