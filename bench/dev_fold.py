@@ -21,25 +21,28 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NEWS = ROOT / "data" / "build" / "news"
-DISTILL = ROOT / "data" / "build" / "distill"
+sys.path.insert(0, str(ROOT))
+BUILD = ROOT / "data" / "build"
+NEWS = BUILD / "news"
+DISTILL = BUILD / "distill"
+
+from trainer.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
+from trainer.io import read_jsonl as read_numbered  # noqa: E402
+from trainer.mining.report import jsonl_lines  # noqa: E402
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return [row for _, row in read_numbered(path)]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, jsonl_lines(rows))
 
 
 def build(out: Path, fold: int, seed: int) -> dict:
+    inputs = BUILD.resolve()
+    if out.resolve() == inputs or inputs in out.resolve().parents or out.resolve() in inputs.parents:
+        raise SystemExit(f"--out {out} overlaps the prepared data it reads ({inputs}): choose a folder outside it")
     mined = read_jsonl(NEWS / "mined-teacher" / "train.jsonl")
     articles = {row["text"]: row for row in read_jsonl(NEWS / "articles.jsonl")}
     held = random.Random(seed).sample(range(len(mined)), fold)
@@ -81,17 +84,14 @@ def build(out: Path, fold: int, seed: int) -> dict:
         qrels.append([qid, f"d{article['id']}", "1"])
     beir = out / "beir-full-devfold"
     write_jsonl(beir / "queries.jsonl", queries)
-    (beir / "qrels").mkdir(parents=True, exist_ok=True)
-    (beir / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join("\t".join(q) + "\n" for q in qrels))
+    atomic_write_text(beir / "qrels" / "test.tsv",
+                      "query-id\tcorpus-id\tscore\n" + "".join("\t".join(q) + "\n" for q in qrels))
     corpus = beir / "corpus.jsonl"
-    if corpus.exists() or corpus.is_symlink():
-        corpus.unlink()
-    corpus.write_bytes((dev / "corpus.jsonl").read_bytes())
+    atomic_write_bytes(corpus, (dev / "corpus.jsonl").read_bytes())
     write_overrides(out, sorted(unlabeled))
     summary = {"fold": fold, "seed": seed, "train_rows": len(train), "queries": len(queries),
                "corpus": sum(1 for _ in corpus.open()), "unlabeled": unlabeled}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     return summary
 
 
@@ -103,15 +103,14 @@ def write_overrides(out: Path, unlabeled: list[str]) -> None:
     lines += ["eval:", "  tasks:", "    - name: news-full-devfold", "      kind: retrieval",
               f"      path: {out / 'beir-full-devfold'}", "      split: test", "      task: news",
               "      main_score: ndcg_at_10"]
-    (out / "conf" / "fold").mkdir(parents=True, exist_ok=True)
-    (out / "conf" / "fold" / "on.yaml").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "conf" / "fold" / "on.yaml", "\n".join(lines) + "\n")
 
 
 def score(out: Path, checkpoints: list[str], precision: str) -> dict:
     """news-full-devfold nDCG@10 of each checkpoint (plain model folders read as the recipe's student: mean pooling,
     32/128 tokens), through the project's evaluator; results are added to ``out/scores.json``."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from headline import as_checkpoint, evaluate
+    from headline import as_checkpoint, evaluate  # noqa: E402
 
     task = {"name": "news-full-devfold", "kind": "retrieval", "path": str(out / "beir-full-devfold"),
             "split": "test", "task": "news", "main_score": "ndcg_at_10"}
@@ -123,7 +122,7 @@ def score(out: Path, checkpoints: list[str], precision: str) -> dict:
         scores[str(ckpt)] = {"ndcg_at_10": result["ndcg_at_10"], "recall_at_1": result["recall_at_1"],
                              "precision": precision}
         print(f"{ckpt}: {scores[str(ckpt)]}", flush=True)
-        path.write_text(json.dumps(scores, indent=2) + "\n")
+        atomic_write_json(path, scores)
     return scores
 
 
