@@ -96,7 +96,10 @@ def build(out: Path, fold: int, seed: int) -> dict:
 
 
 def write_overrides(out: Path, unlabeled: list[str]) -> None:
-    """``--config-dir OUT/conf ... +fold=on``: the fold's training rows, unlabeled texts and dev tasks."""
+    """``--config-dir OUT/conf ... +fold=on``: the fold's training rows, unlabeled texts and dev tasks.
+
+    Absolute paths: the override is read from whatever folder training starts in."""
+    out = out.resolve()
     lines = ["# @package _global_", f"# written by bench/dev_fold.py", "data:", "  train_files:",
              f"    - {out / 'train.jsonl'}", "distill:", "  unlabeled:", "    files:"]
     lines += [f"      - {out / 'distill' / name}" for name in unlabeled]
