@@ -59,6 +59,14 @@ def write_st_triplets(path: Path) -> None:
         writer.writerows(TRIPLES)
 
 
+def write_text_label(path: Path) -> None:
+    """A sentence-transformers classification table: (text, label), the answers labelled by topic."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows((p, t) for (_, p, _), t in zip(TRIPLES, TOPICS))
+
+
 def write_flag(path: Path) -> None:
     """FlagEmbedding fine-tuning rows: query/pos/neg lists, teacher scores, a prompt and a type."""
     rows = [{"query": q, "pos": [p], "neg": [n], "pos_scores": [0.9], "neg_scores": [0.2], "prompt": PROMPT,
@@ -85,6 +93,7 @@ def write_datasets(parquet: Path, saved: Path) -> None:
 
 def main() -> None:
     write_st_triplets(SAMPLES / "st_triplets.csv")
+    write_text_label(SAMPLES / "st_text_label.csv")
     write_flag(SAMPLES / "flag.jsonl")
     write_custom(SAMPLES / "custom_columns.json")
     write_datasets(SAMPLES / "st_pairs.parquet", SAMPLES / "saved")

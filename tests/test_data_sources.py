@@ -123,16 +123,47 @@ def test_a_malformed_parquet_row_names_file_row_and_column(tmp_path: Path) -> No
         load(path)
 
 
-def test_graded_pairs_and_text_label_tables_are_refused_with_the_columns_seen(tmp_path: Path) -> None:
+def test_graded_pairs_are_refused_with_the_columns_seen(tmp_path: Path) -> None:
     sts = write_csv(tmp_path / "sts.csv", ["sentence1", "sentence2", "score"], [["a", "b", "0.5"]])
     with pytest.raises(DataError, match=r"sts.csv:row 1: score: a graded pair \(columns sentence1, sentence2, "
                                         r"score\)"):
         load(sts)
     pairs = write_csv(tmp_path / "pairs.csv", ["sentence1", "sentence2"], [["a", "b"]])
     assert load(pairs)[0] == [Example(query="a", pos=["b"])]
-    labels = write_csv(tmp_path / "labels.csv", ["text", "label"], [["good film", "pos"]])
-    with pytest.raises(DataError, match=r"labels.csv:row 1: row: a \(text, label\) table \(columns text, label\)"):
-        load(labels)
+
+
+def test_a_text_label_table_is_a_label_task_named_after_its_file(tmp_path: Path) -> None:
+    # Label "pos": a, b, c, d, e, f (six texts: four positives each, the next ones cyclically); "neg": x, y;
+    # "odd": one text, nothing to pair it with; "dup": the same text twice, nothing either.
+    table = [["a", "pos"], ["x", "neg"], ["b", "pos"], ["c", "pos"], ["lonely", "odd"], ["d", "pos"], ["y", "neg"],
+             ["e", "pos"], ["f", "pos"], ["same", "dup"], ["same", "dup"]]
+    examples, report = load(write_csv(tmp_path / "reviews.v2.csv", ["text", "label"], table))
+    assert [(e.query, e.pos) for e in examples] == [
+        ("a", ["b", "c", "d", "e"]), ("x", ["y"]), ("b", ["c", "d", "e", "f"]), ("c", ["d", "e", "f", "a"]),
+        ("d", ["e", "f", "a", "b"]), ("y", ["x"]), ("e", ["f", "a", "b", "c"]), ("f", ["a", "b", "c", "d"])]
+    assert {(e.task, e.label) for e in examples} == {("reviews", "pos"), ("reviews", "neg")}
+    assert "label tables (reviews): 8 rows paired" in report.summary()
+    assert "3 left out with no other text of their label (first: 'odd')" in report.summary()
+
+    # Integer labels (a parquet column) and any text column name; a table beside pair rows keeps them as they are.
+    import datasets
+
+    parquet = tmp_path / "tweets.parquet"
+    datasets.Dataset.from_list([{"sentence": "t1", "label": 3}, {"sentence": "t2", "label": 3}]).to_parquet(
+        str(parquet))
+    mixed, _ = load(SAMPLES / "toy.jsonl", parquet)
+    assert len(mixed) == 14 and mixed[0].query == "how long should I rest a steak after grilling"
+    assert [(e.query, e.pos, e.task, e.label) for e in mixed[12:]] == [("t1", ["t2"], "tweets", "3"),
+                                                                        ("t2", ["t1"], "tweets", "3")]
+
+
+def test_a_text_label_table_row_without_its_label_is_named(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "labels.csv", ["text", "label"], [["good film", "pos"], ["dull", ""]])
+    with pytest.raises(DataError, match=r"labels.csv:row 2: label: empty: a \(text, label\) table row needs"):
+        load(path)
+    jsonl = write_jsonl(tmp_path / "labels.jsonl", [{"text": "good", "label": "pos"}, {"text": "", "label": "pos"}])
+    with pytest.raises(DataError, match=r"labels.jsonl:2: text: empty string \(query in the training schema\)"):
+        load(jsonl)
 
 
 def test_a_folder_of_files_reads_each_and_names_it(tmp_path: Path) -> None:
@@ -202,6 +233,20 @@ def test_training_runs_on_a_save_to_disk_folder(compose, tmp_path: Path) -> None
     datasets.Dataset.from_list(make_rows(32, seed=3)).save_to_disk(str(folder))
     cfg = compose(f"data.train_files=[{folder}]", "train.max_steps=2", "eval.tasks=[]")
     assert cfg.data.format == "auto"
+    train(cfg)
+    steps = [line for line in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
+    assert steps
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_training_runs_on_the_text_label_sample(compose) -> None:
+    from trainer.loop import train
+
+    examples, report = load(SAMPLES / "st_text_label.csv")
+    assert len(examples) == 16 and {e.task for e in examples} == {"st_text_label"}
+    assert {e.label for e in examples} == {"cooking", "astronomy", "programming"}
+    cfg = compose(f"data.train_files=[{SAMPLES / 'st_text_label.csv'}]", "train.batch_size=2", "train.max_steps=2",
+                  "eval.tasks=[]")
     train(cfg)
     steps = [line for line in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
     assert steps

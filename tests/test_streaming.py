@@ -106,6 +106,12 @@ def test_a_row_without_the_negatives_asked_for_is_named(tmp_path: Path) -> None:
         stream(path, num_negatives=1)
 
 
+def test_a_text_label_table_is_refused_by_name(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "labels.jsonl", make_rows(2, seed=1) + [{"text": "good", "label": "pos"}])
+    with pytest.raises(ValueError, match=r"labels.jsonl: row 3: a \(text, label\) table row.*data.streaming=false"):
+        stream(path)
+
+
 def test_rows_per_source_are_capped_in_order(tmp_path: Path) -> None:
     a = write_jsonl(tmp_path / "a.jsonl", make_rows(10, seed=1))
     b = write_jsonl(tmp_path / "b.jsonl", make_rows(10, seed=2))

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from trainer.data.formats import check_columns
+from trainer.data.labels import is_table_row, pair_label_rows
 from trainer.data.mixture import Mixture
 from trainer.data.schema import Example, LoadReport
 from trainer.data.sources import SourceOptions, read_source
@@ -63,13 +64,18 @@ def iter_rows(files: Sequence[str], options: SourceOptions, report: LoadReport,
 
 def read_examples(files: Sequence[str], options: SourceOptions, caps: Sequence[Optional[int]],
                   max_rows: Optional[int]) -> tuple[list[Example], LoadReport]:
-    """Every row ``iter_rows`` yields, in memory; the report lists the rows of each source read."""
+    """Every row ``iter_rows`` yields, in memory, (text, label) table rows paired by label (``trainer.data.labels``);
+    the report lists the rows of each source read."""
     report = LoadReport()
     examples: list[Example] = []
+    origins: list[Optional[str]] = []  # the source of each table row (the task it is paired in)
     taken = [0] * len(files)
     for source, _, example in iter_rows(files, options, report, caps, max_rows):
         examples.append(example)
+        origins.append(str(files[source]) if is_table_row(example) else None)
         taken[source] += 1
+    if any(origins):
+        examples = pair_label_rows(examples, origins, report)
     last = len(files) - 1
     if max_rows is not None and len(examples) >= max_rows:  # the sources after the one that reached it are unread
         last = max(i for i, n in enumerate(taken) if n)

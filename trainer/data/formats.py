@@ -12,8 +12,11 @@ Recognised per row, by its column names (a file may mix them only as far as its 
   string mapped to ``pos``/``neg`` becomes a one-element list, several columns mapped to one list field are joined
   in mapping order; columns the mapping does not name keep their meaning when they are schema fields.
 
-Graded pairs (``sentence1``/``sentence2`` + ``score``/``label``) and (text, label) tables are refused with the
-columns seen: a retrieval trainer cannot learn from them without a choice this module should not make silently.
+(text, label) tables (two columns, one of them ``label``, as sentence-transformers' classification datasets) are
+label tasks: each row reads as ``{"query": text, "label": label}`` with its positives still to come, and the load
+(``trainer.data.labels``) pairs every text with other texts of its label. Graded pairs (``sentence1``/``sentence2``
++ ``score``/``label``) are refused with the columns seen: a retrieval trainer cannot learn from them without a
+choice this module should not make silently.
 Fields no format knows are ignored, counted per field in the load report (one line in its summary, not one per
 row): a typo such as ``negs`` then shows in the summary instead of stopping a long load.
 A bad value is reported under the column the user wrote (``anchor: empty string``), not the schema name.
@@ -95,6 +98,13 @@ def _flag_embedding(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list
     return out, origin
 
 
+def label_table_text(row: dict[str, Any]) -> Optional[str]:
+    """The text column of a (text, label) table row, else None."""
+    if "label" in row and len(row) == 2 and not set(row) & (KNOWN_FIELDS - {"label"}):
+        return next(name for name in row if name != "label")
+    return None
+
+
 def to_schema(row: dict[str, Any], where: str,
               columns: dict[str, str]) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """``row`` in schema field names (unknown fields still in it) and, per field, the columns it came from."""
@@ -111,11 +121,9 @@ def to_schema(row: dict[str, Any], where: str,
                             f"with a {graded[0]} is STS/NLI data, not query -> positive pairs; keep the pairs "
                             f"that are positives and drop the {graded[0]} column, or map columns with data.columns")
         return _sentence_transformers(row)
-    if "label" in row and len(row) == 2 and not set(row) & (KNOWN_FIELDS - {"label"}):
-        text = next(name for name in row if name != "label")
-        raise DataError(f"{where}: row: a ({text}, label) table (columns {', '.join(row)}) is classification data, "
-                        "not query -> positive pairs: write rows with query, pos and label (label tasks, see "
-                        f"data/README.md), or map columns with data.columns={{{text}: query, ...}}")
+    text = label_table_text(row)
+    if text is not None:
+        return {"query": row[text], "label": row["label"]}, {"query": [text], "label": ["label"]}
     if not row or set(row) & KNOWN_FIELDS:
         return _flag_embedding(row)  # our schema with a field missing: validation names it
     raise DataError(f"{where}: row: no known format (columns {', '.join(map(str, row))}): expected query/pos "

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from trainer.data.fields import KNOWN_FIELDS, DataError
-from trainer.data.formats import check_columns, rename, to_schema
+from trainer.data.formats import check_columns, label_table_text, rename, to_schema
 
 __all__ = ["DataError", "Example", "KNOWN_FIELDS", "LoadReport", "iter_jsonl", "iter_records", "read_row",
            "validate_row"]
@@ -84,8 +84,9 @@ def _scores(row: dict[str, Any], name: str, expected: int, where: str) -> Option
     return [float(s) for s in value]
 
 
-def validate_row(row: Any, where: str) -> Example:
-    """Check one decoded row; ``where`` is ``path:line`` for messages."""
+def validate_row(row: Any, where: str, label_table: bool = False) -> Example:
+    """Check one decoded row; ``where`` is ``path:line`` for messages. ``label_table``: a (text, label) table row,
+    whose positives come later from its label (``pos`` stays empty until ``trainer.data.labels`` pairs it)."""
     if not isinstance(row, dict):
         raise _fail(where, "row", f"must be a JSON object, got {type(row).__name__}")
     unknown = set(row) - KNOWN_FIELDS
@@ -98,7 +99,9 @@ def validate_row(row: Any, where: str) -> Example:
     if not row["query"].strip():
         raise _fail(where, "query", "empty string")
     _check_unicode(row["query"], "query", where)
-    pos = _text_list(row, "pos", where, required=True)
+    if label_table and row.get("label") is None:
+        raise _fail(where, "label", "empty: a (text, label) table row needs its label")
+    pos = _text_list(row, "pos", where, required=not label_table)
     neg = _text_list(row, "neg", where, required=False)
     clash = set(pos) & set(neg)
     if clash:
@@ -129,6 +132,10 @@ class LoadReport:
     ignored: Counter = field(default_factory=Counter)  # unknown field -> rows that carried it
     ignored_first: dict[str, str] = field(default_factory=dict)  # unknown field -> where it was first seen
     sources: list[tuple[str, int]] = field(default_factory=list)  # (source, rows it contributed), in order
+    notes: list[str] = field(default_factory=list)  # what the load did to rows as a whole (label tables)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def ignore(self, names: Iterable[str], where: str) -> None:
         """Count fields no format knows (reported once in the summary, not per row)."""
@@ -150,6 +157,8 @@ class LoadReport:
         if self.ignored:
             text += "; unknown fields ignored: " + ", ".join(
                 f"{name} ({count} rows, first at {self.ignored_first[name]})" for name, count in self.ignored.items())
+        for note in self.notes:
+            text += f"; {note}"
         if len(self.sources) > 1:
             text += "; per source: " + ", ".join(f"{name} {rows}" for name, rows in self.sources)
         return text
@@ -165,7 +174,8 @@ def read_row(row: Any, where: str, columns: dict[str, str], report: LoadReport, 
         mapped = {k: v for k, v in mapped.items() if v is not None}
     unknown = sorted(set(mapped) - KNOWN_FIELDS)
     try:
-        example = validate_row({k: v for k, v in mapped.items() if k in KNOWN_FIELDS}, where)
+        example = validate_row({k: v for k, v in mapped.items() if k in KNOWN_FIELDS}, where,
+                               label_table=not columns and label_table_text(row) is not None)
     except DataError as err:
         raise DataError(rename(str(err), where, origin)) from None
     report.ignore(unknown, where)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from trainer.data.dataset import Sample, draw_passages, iter_rows, label_id, pick_instruction, text_id
+from trainer.data.labels import is_table_row
 from trainer.data.schema import Example, LoadReport
 from trainer.data.sources import SourceOptions
 
@@ -79,6 +80,10 @@ class StreamingData(torch.utils.data.IterableDataset):
         count = 0
         for count, (source, number, example) in enumerate(
                 iter_rows(self.files, self.options, self.report, self.caps, self.max_rows), start=1):
+            if is_table_row(example):
+                raise ValueError(f"{self.files[source]}: row {number}: a (text, label) table row: its positives are "
+                                 "other texts of its label, found only by reading the whole table, which "
+                                 "data.streaming=true does not do: load it with data.streaming=false")
             if self.num_negatives and not example.neg:
                 raise ValueError(f"{self.files[source]}: row {number}: neg: empty, but data.num_negatives={self.num_negatives} "
                                  "draws that many per row: mine negatives first (python -m trainer.mine), or set "
