@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainer.data.batch import Batch
 from trainer.data.dataset import text_id
 from trainer.losses.embedding_distill import EmbeddingDistill
 from trainer.losses.infonce import InfoNCE
@@ -39,7 +40,7 @@ def build_objective(model_dir: str, distill: bool, seed: int = 0) -> Objective:
     return Objective(encoder, InfoNCE(temperature=0.1, learnable_temperature=True), losses)
 
 
-def global_batch(encoder: Encoder, distill: bool, rank: int = 0, world: int = 1) -> dict[str, Any]:
+def global_batch(encoder: Encoder, distill: bool, rank: int = 0, world: int = 1) -> Batch:
     """This rank's slice of a fixed global batch of QUERIES queries with NEGATIVES hard negatives each."""
     gen = torch.Generator().manual_seed(1)
     words = [f"w{i}" for i in range(200)]
@@ -55,14 +56,12 @@ def global_batch(encoder: Encoder, distill: bool, rank: int = 0, world: int = 1)
     local = QUERIES // world
     q_rows = slice(rank * local, (rank + 1) * local)
     p_rows = slice(rank * local * (1 + NEGATIVES), (rank + 1) * local * (1 + NEGATIVES))
-    batch: dict[str, Any] = {
-        "query": encoder.tokenize(queries[q_rows], "query"),
-        "passage": encoder.tokenize(passages[p_rows], "passage"),
-        "passage_ids": torch.tensor([text_id(p) for p in passages[p_rows]]),
-    }
+    batch = Batch(query=encoder.tokenize(queries[q_rows], "query"),
+                  passage=encoder.tokenize(passages[p_rows], "passage"),
+                  passage_ids=torch.tensor([text_id(p) for p in passages[p_rows]]))
     if distill:
-        batch["teacher_query"] = nn.functional.normalize(teacher_q[q_rows], dim=-1)
-        batch["teacher_passage"] = nn.functional.normalize(teacher_p[p_rows], dim=-1)
+        batch.teacher_query = nn.functional.normalize(teacher_q[q_rows], dim=-1)
+        batch.teacher_passage = nn.functional.normalize(teacher_p[p_rows], dim=-1)
     return batch
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainer.data.batch import Batch
 from trainer.losses.embedding_distill import EmbeddingDistill
 from trainer.losses.listwise_kl import ListwiseKL
 from trainer.losses.margin_mse import MarginMSE
@@ -88,12 +89,12 @@ def test_embedding_distill_projection_shapes_and_values() -> None:
 def test_candidate_scores_cover_in_batch_passages() -> None:
     q, p = torch.randn(2, 4), torch.randn(6, 4)  # 2 queries x (1 + 2 negatives)
     tq, tp = torch.randn(2, 8), torch.randn(6, 8)
-    student, teacher, labels = candidate_scores(q, p, {"teacher_query": tq, "teacher_passage": tp})
+    student, teacher, labels = candidate_scores(q, p, Batch(query={}, passage={}, teacher_query=tq, teacher_passage=tp))
     assert student.shape == teacher.shape == (2, 6)
     assert labels.tolist() == [0, 3]
     torch.testing.assert_close(teacher, tq @ tp.T)
     own = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
-    student, teacher, labels = candidate_scores(q, p, {"teacher_scores": own})
+    student, teacher, labels = candidate_scores(q, p, Batch(query={}, passage={}, teacher_scores=own))
     assert student.shape == (2, 3) and labels.tolist() == [0, 0]
     torch.testing.assert_close(student[1, 2], q[1] @ p[5])
 

@@ -49,7 +49,7 @@ def test_dropout_masks_match_after_rng_restore(tiny_model: Path) -> None:
     objective.train()
     batch = global_batch(objective.encoder, distill=False)
     torch.manual_seed(123)
-    chunks_q, chunks_p = split_features(batch["query"], 3), split_features(batch["passage"], 3)
+    chunks_q, chunks_p = split_features(batch.query, 3), split_features(batch.passage, 3)
     query = torch.cat([objective.encoder(**c) for c in chunks_q])
     passages = torch.cat([objective.encoder(**c) for c in chunks_p])
     reference = objective.loss_parts(query, passages, batch)["loss"]

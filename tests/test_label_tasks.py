@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from trainer.data.batch import Batch
 from trainer.data.dataset import NO_LABEL, Collator, ContrastiveDataset, label_id
 from trainer.data.schema import DataError, Example, validate_row
 from trainer.losses.infonce import InfoNCE
@@ -44,7 +45,7 @@ def test_label_ids_separate_tasks_and_mark_unlabelled_rows() -> None:
     assert label_id("news", None) == NO_LABEL
 
 
-def labelled_batch() -> dict[str, Any]:
+def labelled_batch() -> Batch:
     """Rows 0 and 1 share a label, row 2 has another, row 3 none; every row has one hard negative."""
     examples = [Example(query=f"q{i}", pos=[f"p{i}"], neg=[f"n{i}"], task="t", label=lab)
                 for i, lab in enumerate(["a", "a", "b", None])]
@@ -55,17 +56,17 @@ def labelled_batch() -> dict[str, Any]:
 def test_infonce_masks_same_label_in_batch_candidates_hand_computed() -> None:
     batch = labelled_batch()
     a = label_id("t", "a")
-    assert batch["query_labels"].tolist() == [a, a, label_id("t", "b"), NO_LABEL]
+    assert batch.query_labels.tolist() == [a, a, label_id("t", "b"), NO_LABEL]
     # Passages [p0, n0, p1, n1, p2, n2, p3, n3]: positives carry their row's label, hard negatives none.
-    assert batch["passage_labels"].tolist() == [a, NO_LABEL, a, NO_LABEL, label_id("t", "b"), NO_LABEL,
+    assert batch.passage_labels.tolist() == [a, NO_LABEL, a, NO_LABEL, label_id("t", "b"), NO_LABEL,
                                                 NO_LABEL, NO_LABEL]
     gen = torch.Generator().manual_seed(1)
     query = torch.nn.functional.normalize(torch.randn(4, 6, generator=gen), dim=-1)
     passages = torch.nn.functional.normalize(torch.randn(8, 6, generator=gen), dim=-1)
     tau = 0.1
-    loss = InfoNCE(temperature=tau)(query, passages, batch["passage_ids"], positive_ids=batch["positive_ids"],
-                                    query_ids=batch["query_ids"], query_labels=batch["query_labels"],
-                                    passage_labels=batch["passage_labels"])
+    loss = InfoNCE(temperature=tau)(query, passages, batch.passage_ids, positive_ids=batch.positive_ids,
+                                    query_ids=batch.query_ids, query_labels=batch.query_labels,
+                                    passage_labels=batch.passage_labels)
     # By hand: row 0 loses p1 (column 2, same label), row 1 loses p0 (column 0); rows 2 and 3 keep all 8;
     # hard negatives stay for everyone.
     s = (query @ passages.T / tau).tolist()
@@ -75,7 +76,7 @@ def test_infonce_masks_same_label_in_batch_candidates_hand_computed() -> None:
         denominator = sum(math.exp(s[i][c]) for c in range(8) if c not in dropped[i])
         expected += -(s[i][2 * i] - math.log(denominator)) / 4
     assert float(loss) == pytest.approx(expected, abs=1e-5)
-    unmasked = InfoNCE(temperature=tau)(query, passages, batch["passage_ids"])
+    unmasked = InfoNCE(temperature=tau)(query, passages, batch.passage_ids)
     assert abs(float(unmasked) - expected) > 1e-3  # the label mask changes the loss
 
 
@@ -85,8 +86,8 @@ def test_symmetric_term_masks_queries_of_the_same_label() -> None:
     query = torch.nn.functional.normalize(torch.randn(4, 6, generator=gen), dim=-1)
     passages = torch.nn.functional.normalize(torch.randn(8, 6, generator=gen), dim=-1)
     loss = InfoNCE(temperature=0.1, symmetric=True)(
-        query, passages, batch["passage_ids"], query_labels=batch["query_labels"],
-        passage_labels=batch["passage_labels"])
+        query, passages, batch.passage_ids, query_labels=batch.query_labels,
+        passage_labels=batch.passage_labels)
     q2p = query @ passages.T / 0.1  # (4, 8)
     q2p[0, 2] = q2p[1, 0] = float("-inf")
     p2q = passages[::2] @ query.T / 0.1  # (4, 4): p0 carries label a, so q1 is no negative of it, and back
@@ -101,13 +102,13 @@ def test_kl_candidates_drop_same_label_passages() -> None:
     gen = torch.Generator().manual_seed(3)
     query = torch.nn.functional.normalize(torch.randn(4, 6, generator=gen), dim=-1)
     passages = torch.nn.functional.normalize(torch.randn(8, 6, generator=gen), dim=-1)
-    batch["teacher_query"] = torch.nn.functional.normalize(torch.randn(4, 5, generator=gen), dim=-1)
-    batch["teacher_passage"] = torch.nn.functional.normalize(torch.randn(8, 5, generator=gen), dim=-1)
+    batch.teacher_query = torch.nn.functional.normalize(torch.randn(4, 5, generator=gen), dim=-1)
+    batch.teacher_passage = torch.nn.functional.normalize(torch.randn(8, 5, generator=gen), dim=-1)
     student, teacher, labels = candidate_scores(query, passages, batch)
     assert torch.isinf(student[0, 2]) and torch.isinf(student[1, 0]) and int(torch.isinf(student).sum()) == 2
     value = ListwiseKL(0.1, 0.2, t2_scaling=False)(student, teacher, labels)
     # By hand: KL(p || q) over each row's kept candidates, each distribution renormalised over them.
-    s, t = (query @ passages.T).tolist(), (batch["teacher_query"] @ batch["teacher_passage"].T).tolist()
+    s, t = (query @ passages.T).tolist(), (batch.teacher_query @ batch.teacher_passage.T).tolist()
     dropped = {0: {2}, 1: {0}, 2: set(), 3: set()}
     expected = 0.0
     for i in range(4):

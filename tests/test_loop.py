@@ -100,6 +100,7 @@ def test_remining_with_a_cross_encoder_scores_the_new_pairs(compose, tiny_model:
     and each (query, new negative) pair gets the cross-encoder's own score."""
     from test_teachers import _tiny_cross_encoder
 
+    from trainer.data.batch import Batch
     from trainer.loop import train
     from trainer.teachers.cross_encoder import CrossEncoderTeacher
     from trainer.teachers.targets import TeacherTargets, pair_key, text_id
@@ -112,11 +113,11 @@ def test_remining_with_a_cross_encoder_scores_the_new_pairs(compose, tiny_model:
     seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (query ids, passage ids, scores) of each batch
     annotate = TeacherTargets.annotate
 
-    def recording(self: TeacherTargets, batch: dict[str, Any]) -> dict[str, Any]:
+    def recording(self: TeacherTargets, batch: Batch) -> Batch:
         out = annotate(self, batch)
-        group = out["teacher_scores"].shape[1]
-        seen.append((np.repeat(self.query_ids[batch["index"].numpy()], group), batch["passage_ids"].numpy(),
-                     out["teacher_scores"].numpy().reshape(-1)))
+        group = out.teacher_scores.shape[1]
+        seen.append((np.repeat(self.query_ids[batch.index.numpy()], group), batch.passage_ids.numpy(),
+                     out.teacher_scores.numpy().reshape(-1)))
         return out
 
     monkeypatch.setattr(TeacherTargets, "annotate", recording)

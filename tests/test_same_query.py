@@ -33,13 +33,13 @@ def test_the_loss_masks_positives_of_the_same_query_text() -> None:
     """Row 0's positive text is row 1's positive and vice versa: neither is a negative of the other."""
     dataset = ContrastiveDataset(family_examples()[:4], seed=0)
     batch = Collator(lambda texts, side, **_: {})([dataset[i] for i in range(4)])
-    assert batch["positive_ids"][0].tolist() == [text_id("x is A"), text_id("x is B")]
+    assert batch.positive_ids[0].tolist() == [text_id("x is A"), text_id("x is B")]
     gen = torch.Generator().manual_seed(0)
     query = torch.nn.functional.normalize(torch.randn(4, 8, generator=gen), dim=-1)
     passages = torch.nn.functional.normalize(torch.randn(4, 8, generator=gen), dim=-1)
     loss = InfoNCE(temperature=0.1, symmetric=True)
-    masked = loss(query, passages, batch["passage_ids"], positive_ids=batch["positive_ids"],
-                  query_ids=batch["query_ids"])
+    masked = loss(query, passages, batch.passage_ids, positive_ids=batch.positive_ids,
+                  query_ids=batch.query_ids)
     # Reference: the same scores with row 0/1's positives taken out of each other's candidates.
     scores = query @ passages.T / 0.1  # (4, 4)
     scores[0, 1] = scores[1, 0] = float("-inf")
@@ -48,7 +48,7 @@ def test_the_loss_masks_positives_of_the_same_query_text() -> None:
     labels = torch.arange(4)
     expected = (torch.nn.functional.cross_entropy(scores, labels) + torch.nn.functional.cross_entropy(p2q, labels)) / 2
     assert abs(float(masked) - float(expected)) < 1e-6
-    assert abs(float(loss(query, passages, batch["passage_ids"])) - float(expected)) > 1e-3  # the mask matters
+    assert abs(float(loss(query, passages, batch.passage_ids)) - float(expected)) > 1e-3  # the mask matters
 
 
 def test_remining_excludes_positives_of_rows_with_the_same_query(tiny_model: Path) -> None:

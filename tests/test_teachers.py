@@ -91,12 +91,12 @@ def test_embedding_targets_annotate_batches_from_memory(tiny_model: Path, tmp_pa
     collate = TeacherCollator(Collator(teacher.encoder.tokenize), targets)
     batch = collate([dataset[i] for i in (3, 7, 1)])
     assert counter.count == 0  # training reads the teacher's embeddings from memory
-    assert batch["teacher_query"].shape == (3, 32) and batch["teacher_passage"].shape == (9, 32)
+    assert batch.teacher_query.shape == (3, 32) and batch.teacher_passage.shape == (9, 32)
     samples = [dataset[i] for i in (3, 7, 1)]
     expected_q = teacher.embed([s.query for s in samples], "query", [s.task for s in samples])
     expected_p = teacher.embed([p for s in samples for p in s.passages], "passage")
-    np.testing.assert_allclose(batch["teacher_query"].numpy(), expected_q, atol=1e-6)
-    np.testing.assert_allclose(batch["teacher_passage"].numpy(), expected_p, atol=1e-6)
+    np.testing.assert_allclose(batch.teacher_query.numpy(), expected_q, atol=1e-6)
+    np.testing.assert_allclose(batch.teacher_passage.numpy(), expected_p, atol=1e-6)
 
 
 def _tiny_cross_encoder(tiny_model: Path, folder: Path) -> Path:
@@ -132,7 +132,7 @@ def test_cross_encoder_scores_pairs_and_caches(tiny_model: Path, tmp_path: Path)
     batch = TeacherCollator(Collator(tokenizer_encoder.tokenize), targets)([dataset[i] for i in (2, 5)])
     sample = dataset[5]
     expected = teacher.score([sample.query] * 3, sample.passages)
-    np.testing.assert_allclose(batch["teacher_scores"][1].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(batch.teacher_scores[1].numpy(), expected, atol=1e-5)
 
 
 def test_precomputed_teacher_needs_scores_in_the_data(compose, tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
 
+from trainer.data.batch import Batch
+
 FEATURE_KEYS = ("input_ids", "attention_mask", "pool_mask")
 
 
@@ -93,7 +95,7 @@ def loss_owned_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("encoder.")}
 
 
-def cached_step(accelerator: Accelerator, objective: nn.Module, batch: dict[str, Any],
+def cached_step(accelerator: Accelerator, objective: nn.Module, batch: Batch,
                 mini_batch_size: int) -> dict[str, torch.Tensor]:
     """Forward and backward of one batch in mini-batches; returns the detached loss parts.
 
@@ -107,10 +109,10 @@ def cached_step(accelerator: Accelerator, objective: nn.Module, batch: dict[str,
     if mini_batch_size < 1:
         raise ValueError(f"train.mini_batch_size must be >= 1, got {mini_batch_size}")
     model = accelerator.unwrap_model(objective)
-    device = batch["query"]["input_ids"].device
-    chunks = split_features(batch["query"], mini_batch_size)
+    device = batch.query["input_ids"].device
+    chunks = split_features(batch.query, mini_batch_size)
     n_query = len(chunks)
-    chunks += split_features(batch["passage"], mini_batch_size)
+    chunks += split_features(batch.passage, mini_batch_size)
 
     # 1. Embeddings without autograd; remember the random state each mini-batch started from.
     states: list[RngState] = []

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from trainer.best_checkpoint import BestCheckpoint
 from trainer.build import Evaluator, build_data, build_encoder, build_objective, build_optimizer, build_scheduler
 from trainer.checkpointing import Checkpointer, TrainState, remined_state, resolve_resume
+from trainer.data.batch import Batch
 from trainer.config_checks import check_train_config
 from trainer.gradcache import cached_step
 from trainer.metrics_logger import MetricsLogger
@@ -293,7 +294,7 @@ class Training:
             if end_of_epoch:
                 return
 
-    def step(self, batch: dict[str, Any]) -> tuple[dict[str, float], Optional[float]]:
+    def step(self, batch: Batch) -> tuple[dict[str, float], Optional[float]]:
         """Forward, backward and (when gradients sync) the optimizer step of one micro-batch. Returns the loss
         parts averaged over processes, and the gradient norm before clipping."""
         s, cfg, accelerator = self.s, self.cfg, self.accelerator

@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from trainer.data.batch import Batch
 from trainer.losses.base import ContrastiveLoss
 from trainer.models.encoder import Encoder
 
@@ -29,20 +30,20 @@ class Objective(nn.Module):
         # of the resume state; exported checkpoints hold the encoder only.
         self.distill = distill if distill is not None else nn.ModuleDict()
 
-    def embed(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Query (B, D) and passage (B*(1+k), D) embeddings."""
-        return self.encoder(**batch["query"]), self.encoder(**batch["passage"])
+        return self.encoder(**batch.query), self.encoder(**batch.passage)
 
-    def forward(self, batch: dict[str, Any], gradcache: Optional[dict[str, Any]] = None) -> Any:
+    def forward(self, batch: Any, gradcache: Optional[dict[str, Any]] = None) -> Any:
         if gradcache is not None:  # GradCache passes run through here so DDP/autocast wrappers apply
             from trainer.gradcache import minibatch_forward
 
             return minibatch_forward(self, batch, **gradcache)
         query, passages = self.embed(batch)
-        unlabeled = self.encoder(**batch["unlabeled"]) if "unlabeled" in batch else None  # (U, D)
+        unlabeled = self.encoder(**batch.unlabeled) if batch.unlabeled is not None else None  # (U, D)
         return self.loss_parts(query, passages, batch, unlabeled)
 
-    def loss_parts(self, query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any],
+    def loss_parts(self, query: torch.Tensor, passages: torch.Tensor, batch: Batch,
                    unlabeled: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """Weighted parts and their sum under ``loss``; parts are logged separately.
 
@@ -53,10 +54,9 @@ class Objective(nn.Module):
         with torch.autocast(query.device.type, enabled=False):
             query, passages = query.float(), passages.float()  # (B, D), (B*(1+k), D)
             unlabeled = unlabeled.float() if unlabeled is not None else None  # (U, D): distill.unlabeled
-            contrastive = self.contrastive(query, passages, batch.get("passage_ids"),
-                                           positive_ids=batch.get("positive_ids"), query_ids=batch.get("query_ids"),
-                                           query_labels=batch.get("query_labels"),
-                                           passage_labels=batch.get("passage_labels"))
+            contrastive = self.contrastive(query, passages, batch.passage_ids, positive_ids=batch.positive_ids,
+                                           query_ids=batch.query_ids, query_labels=batch.query_labels,
+                                           passage_labels=batch.passage_labels)
             parts = {"contrastive": self.contrastive.weight * contrastive}
             if len(self.distill):
                 from trainer.teachers.distill import distill_parts

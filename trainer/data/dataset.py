@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from trainer.data.batch import Batch
 from trainer.data.formats import check_columns
 from trainer.data.labels import is_table_row, pair_label_rows
 from trainer.data.mixture import Mixture
@@ -356,25 +357,24 @@ class Collator:
     def __init__(self, tokenize: Any) -> None:
         self.tokenize = tokenize  # Encoder.tokenize (only the tokenizer and the spec are used)
 
-    def __call__(self, samples: list[Sample]) -> dict[str, Any]:
+    def __call__(self, samples: list[Sample]) -> Batch:
         passages = [p for s in samples for p in s.passages]  # query-major: [q0 pos, q0 negs..., q1 pos, ...]
         instructions, tasks = [s.instruction for s in samples], [s.task for s in samples]
-        batch: dict[str, Any] = {
-            "query": self.tokenize([s.query for s in samples], "query", instructions=instructions, tasks=tasks),
-            "passage": self._passages(samples, passages),
-            "passage_ids": torch.tensor([text_id(p) for p in passages], dtype=torch.long),  # (B*(1+k),)
-            "index": torch.tensor([s.index for s in samples], dtype=torch.long),
-            "query_ids": torch.tensor([text_id(s.query) for s in samples], dtype=torch.long),  # (B,)
-            "positive_ids": positive_matrix([s.positive_ids for s in samples]),  # (B, P)
-            "query_labels": torch.tensor([s.label_id for s in samples], dtype=torch.long),  # (B,)
+        scores = None
+        if all(s.scores is not None for s in samples):  # scores that came with the data
+            scores = torch.tensor([s.scores for s in samples], dtype=torch.float32)  # (B, 1+k)
+        return Batch(
+            query=self.tokenize([s.query for s in samples], "query", instructions=instructions, tasks=tasks),
+            passage=self._passages(samples, passages),
+            index=torch.tensor([s.index for s in samples], dtype=torch.long),
+            query_ids=torch.tensor([text_id(s.query) for s in samples], dtype=torch.long),
+            passage_ids=torch.tensor([text_id(p) for p in passages], dtype=torch.long),
+            positive_ids=positive_matrix([s.positive_ids for s in samples]),
+            query_labels=torch.tensor([s.label_id for s in samples], dtype=torch.long),
             # A positive shares its query's label; a hard negative's label is unknown.
-            "passage_labels": torch.tensor([s.label_id if j == 0 else NO_LABEL
-                                            for s in samples for j in range(len(s.passages))],
-                                           dtype=torch.long),  # (B*(1+k),)
-        }
-        if all(s.scores is not None for s in samples):
-            batch["teacher_scores"] = torch.tensor([s.scores for s in samples], dtype=torch.float32)  # (B, 1+k)
-        return batch
+            passage_labels=torch.tensor([s.label_id if j == 0 else NO_LABEL
+                                         for s in samples for j in range(len(s.passages))], dtype=torch.long),
+            teacher_scores=scores)
 
     def _passages(self, samples: list[Sample], passages: list[str]) -> dict[str, Any]:
         """Passage features; a symmetric task's passages are queries of the same task (same side and instruction)."""

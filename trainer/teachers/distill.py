@@ -19,56 +19,57 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from trainer.data.batch import Batch
 from trainer.distributed import gather_no_grad, gather_with_grad, local_offset
 from trainer.losses.infonce import same_label
 from trainer.losses.registry import Dims, active_losses
 
 
-def candidate_scores(query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any],
+def candidate_scores(query: torch.Tensor, passages: torch.Tensor, batch: Batch,
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(student (B, C), teacher (B, C), labels (B,) column of each query's positive)."""
     size = query.shape[0]
     group = passages.shape[0] // size  # 1 + k
-    if "teacher_query" in batch:
+    if batch.teacher_query is not None and batch.teacher_passage is not None:
         all_passages = gather_with_grad(passages)  # (W*B*(1+k), D)
-        all_teacher = gather_no_grad(batch["teacher_passage"].float())  # (W*B*(1+k), D_t)
+        all_teacher = gather_no_grad(batch.teacher_passage.float())  # (W*B*(1+k), D_t)
         student = query @ all_passages.T  # (B, W*B*(1+k))
-        teacher = batch["teacher_query"].float() @ all_teacher.T  # (B, W*B*(1+k))
+        teacher = batch.teacher_query.float() @ all_teacher.T  # (B, W*B*(1+k))
         labels = (local_offset(size) + torch.arange(size, device=query.device)) * group
-        if batch.get("query_labels") is not None and batch.get("passage_labels") is not None:
-            mask = same_label(batch["query_labels"], gather_no_grad(batch["passage_labels"]), labels)  # (B, C)
+        if batch.query_labels is not None and batch.passage_labels is not None:
+            mask = same_label(batch.query_labels, gather_no_grad(batch.passage_labels), labels)  # (B, C)
             student = student.masked_fill(mask, float("-inf"))
         return student, teacher, labels
-    if "teacher_scores" in batch:
+    if batch.teacher_scores is not None:
         student = (query.unsqueeze(1) * passages.view(size, group, -1)).sum(-1)  # (B, 1+k)
         labels = torch.zeros(size, dtype=torch.long, device=query.device)
-        return student, batch["teacher_scores"].float(), labels
+        return student, batch.teacher_scores.float(), labels
     raise KeyError("distillation needs teacher targets in the batch (teacher_query/teacher_passage from a "
                    "bi-encoder teacher, or teacher_scores from the data or a cross-encoder): set teacher=...")
 
 
-def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Tensor, batch: dict[str, Any],
+def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Tensor, batch: Batch,
                   unlabeled: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """Weighted distillation parts, one per configured loss, named by its registered part. ``unlabeled`` (U, D_s):
     the student's embeddings of the batch's unlabeled texts (``distill.unlabeled``), if any."""
     parts: dict[str, torch.Tensor] = {}
     scores: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
     for name, loss in losses.items():
-        if batch.get("teacher_skipped") and loss.inputs != "unlabeled":
+        if batch.teacher_skipped and loss.inputs != "unlabeled":
             # distill.tasks leaves this batch out: a zero that still touches every parameter of the loss (DDP
             # expects a gradient for each, every step).
             parts[name] = query.sum() * 0.0 + sum((p.sum() * 0.0 for p in loss.parameters()), query.new_zeros(()))
             continue
         if loss.inputs == "unlabeled":
-            if unlabeled is None or "teacher_unlabeled" not in batch:
+            if unlabeled is None or batch.teacher_unlabeled is None:
                 raise KeyError("unlabeled distillation needs the batch's unlabeled texts and their teacher embeddings")
-            value = loss(unlabeled, batch["teacher_unlabeled"])
+            value = loss(unlabeled, batch.teacher_unlabeled)
         elif loss.inputs == "embeddings":
-            if "teacher_query" not in batch:
+            if batch.teacher_query is None or batch.teacher_passage is None:
                 raise KeyError("embedding distillation needs cached teacher embeddings (a bi-encoder teacher)")
             student = [query, passages] + ([unlabeled] if unlabeled is not None else [])
-            teacher = [batch["teacher_query"], batch["teacher_passage"]] + (
-                [batch["teacher_unlabeled"]] if unlabeled is not None else [])
+            teacher = [batch.teacher_query, batch.teacher_passage] + (
+                [batch.teacher_unlabeled] if unlabeled is not None else [])
             value = loss(torch.cat(student), torch.cat(teacher))  # (B + B*(1+k) [+ U], D_s), (..., D_t)
         else:
             scores = scores if scores is not None else candidate_scores(query, passages, batch)

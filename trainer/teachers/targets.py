@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from trainer.data.batch import Batch
 from trainer.data.dataset import text_id
 from trainer.data.schema import Example
 from trainer.distributed import world
@@ -58,18 +59,18 @@ class TeacherTargets:
     def dim(self) -> Optional[int]:
         return None if self.query_emb is None else int(self.query_emb.shape[1])
 
-    def annotate(self, batch: dict[str, Any]) -> dict[str, Any]:
-        index = batch["index"].numpy()  # (B,)
-        pids = batch["passage_ids"].numpy()  # (B*(1+k),)
+    def annotate(self, batch: Batch) -> Batch:
+        index = batch.index.numpy()  # (B,)
+        pids = batch.passage_ids.numpy()  # (B*(1+k),)
         if self.query_emb is not None and self.passage_emb is not None and self.passage_ids is not None:
-            batch["teacher_query"] = torch.from_numpy(self.query_emb[index])  # (B, D_t)
+            batch.teacher_query = torch.from_numpy(self.query_emb[index])  # (B, D_t)
             rows = _row_lookup(self.passage_ids, pids, "teacher passage embeddings")
-            batch["teacher_passage"] = torch.from_numpy(self.passage_emb[rows])  # (B*(1+k), D_t)
+            batch.teacher_passage = torch.from_numpy(self.passage_emb[rows])  # (B*(1+k), D_t)
         if self.pair_keys is not None and self.pair_scores is not None and self.query_ids is not None:
             group = len(pids) // len(index)
             keys = pair_key(np.repeat(self.query_ids[index], group), pids)
             rows = _row_lookup(self.pair_keys, keys, "teacher pair scores")
-            batch["teacher_scores"] = torch.from_numpy(self.pair_scores[rows].reshape(len(index), group))
+            batch.teacher_scores = torch.from_numpy(self.pair_scores[rows].reshape(len(index), group))
         return batch
 
     def add_pair_scores(self, teacher: Any, examples: list[Example], cache_root: Optional[str]) -> int:
@@ -132,18 +133,18 @@ def _write_pairs(path: Path, keys: np.ndarray, scores: np.ndarray) -> None:
 class TeacherCollator:
     """Wraps the data collator: ``Collator`` output plus the teacher's targets for the batch."""
 
-    def __init__(self, base: Callable[[list[Any]], dict[str, Any]], targets: TeacherTargets,
+    def __init__(self, base: Callable[[list[Any]], Batch], targets: TeacherTargets,
                  tasks: Optional[Sequence[str]] = None) -> None:
         self.base = base
         self.targets = targets
         self.tasks = None if tasks is None else frozenset(tasks)  # distill.tasks: batches the teacher scores
 
-    def __call__(self, samples: list[Any]) -> dict[str, Any]:
+    def __call__(self, samples: list[Any]) -> Batch:
         batch = self.base(samples)
         if self.tasks is None or {s.task for s in samples} <= self.tasks:
             batch = self.targets.annotate(batch)
         else:
-            batch["teacher_skipped"] = True  # distill.tasks leaves this batch's task to the contrastive loss
+            batch.teacher_skipped = True  # distill.tasks leaves this batch's task to the contrastive loss
         if self.targets.unlabeled is not None:
             batch = self.targets.unlabeled.annotate(batch, self.base.tokenize)
         return batch

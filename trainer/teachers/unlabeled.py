@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from trainer.data.batch import Batch
 from trainer.data.schema import DataError
 
 
@@ -69,10 +70,10 @@ class UnlabeledTexts:
         rows = rng.choice(len(texts), size=min(self.batch_size, len(texts)), replace=False)
         return [texts[i] for i in rows], self.embeddings[name][rows]
 
-    def annotate(self, batch: dict[str, Any], tokenize: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-        texts, teacher = self.draw(batch["index"].tolist())
-        batch["unlabeled"] = tokenize(texts, "passage")
-        batch["teacher_unlabeled"] = torch.from_numpy(np.ascontiguousarray(teacher))  # (U, D_t)
+    def annotate(self, batch: Batch, tokenize: Callable[..., dict[str, Any]]) -> Batch:
+        texts, teacher = self.draw(batch.index.tolist())
+        batch.unlabeled = tokenize(texts, "passage")
+        batch.teacher_unlabeled = torch.from_numpy(np.ascontiguousarray(teacher))  # (U, D_t)
         return batch
 
 
