@@ -5,10 +5,12 @@
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import pytest
@@ -78,6 +80,14 @@ def make_rows(n: int, seed: int = 0, negatives: int = 0, task: str | None = None
             row["task"] = task
         rows.append(row)
     return rows
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

@@ -4,26 +4,16 @@
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 
-from tests.conftest import write_jsonl
+from tests.conftest import load_bench, write_jsonl
 
 
-def load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "bench" / "dev_fold.py"
-    spec = importlib.util.spec_from_file_location("bench_dev_fold", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-bench = load_bench()
+bench = load_bench("dev_fold")
 
 
 def article(i: int) -> str:

@@ -332,11 +332,9 @@ def test_parity_check_fails_the_export_on_a_different_graph(run_checkpoint: Path
 def test_the_export_benchmark_counts_only_other_work_as_a_busy_machine() -> None:
     """Its own threads raise the load average it reads afterwards: a quiet 2-core machine measured with 2 threads
     ends near 2.0, which is no sign of other work."""
-    import importlib.util
+    from conftest import load_bench
 
-    spec = importlib.util.spec_from_file_location("bench_export", ROOT / "bench" / "export.py")
-    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    bench = load_bench("export")
     assert not bench.machine_busy(0.68, 2.04, threads=2)
     assert bench.machine_busy(1.5, 2.0, threads=2)  # busy before it started
     assert bench.machine_busy(0.2, 3.4, threads=2)  # another job joined during the run

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from trainer.best_checkpoint import BestCheckpoint
 from trainer.build import Evaluator, build_data, build_encoder, build_objective, build_optimizer, build_scheduler
 from trainer.checkpointing import Checkpointer, TrainState, remined_state, resolve_resume
-from trainer.data.batch import Batch
 from trainer.config_checks import check_train_config
+from trainer.data.batch import Batch
 from trainer.gradcache import cached_step
 from trainer.metrics_logger import MetricsLogger
 from trainer.planner import make_plan

@@ -30,7 +30,7 @@ def candidate_scores(query: torch.Tensor, passages: torch.Tensor, batch: Batch,
     """(student (B, C), teacher (B, C), labels (B,) column of each query's positive)."""
     size = query.shape[0]
     group = passages.shape[0] // size  # 1 + k
-    if batch.teacher_query is not None and batch.teacher_passage is not None:
+    if batch.has_teacher_embeddings:
         all_passages = gather_with_grad(passages)  # (W*B*(1+k), D)
         all_teacher = gather_no_grad(batch.teacher_passage.float())  # (W*B*(1+k), D_t)
         student = query @ all_passages.T  # (B, W*B*(1+k))
@@ -65,7 +65,7 @@ def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Te
                 raise KeyError("unlabeled distillation needs the batch's unlabeled texts and their teacher embeddings")
             value = loss(unlabeled, batch.teacher_unlabeled)
         elif loss.inputs == "embeddings":
-            if batch.teacher_query is None or batch.teacher_passage is None:
+            if not batch.has_teacher_embeddings:
                 raise KeyError("embedding distillation needs cached teacher embeddings (a bi-encoder teacher)")
             student = [query, passages] + ([unlabeled] if unlabeled is not None else [])
             teacher = [batch.teacher_query, batch.teacher_passage] + (
