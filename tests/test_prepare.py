@@ -93,3 +93,14 @@ def test_prepared_training_text_holds_nothing_evaluation_reads() -> None:
             row = json.loads(line)
             for text in [row.get("text"), row.get("query"), *row.get("pos", [])]:
                 assert text is None or not held.blocks(text), (path.name, text[:60])
+
+
+def test_label_rows_with_a_facet_take_positives_across_it() -> None:
+    import prepare_text
+
+    # film m has two fresh and two rotten reviews; film n only fresh ones
+    items = [("m1", "m"), ("m2", "m"), ("m3", "m"), ("m4", "m"), ("n1", "n"), ("n2", "n")]
+    verdict = {"m1": "fresh", "m2": "fresh", "m3": "rotten", "m4": "rotten", "n1": "fresh", "n2": "fresh"}
+    rows = {r["query"]: r for r in prepare_text.label_rows(items, "movie", seed=0, facet=verdict)}
+    assert sorted(rows["m1"]["pos"]) == ["m3", "m4"] and sorted(rows["m3"]["pos"]) == ["m1", "m2"]
+    assert rows["n1"]["pos"] == ["n2"]  # no opposite verdict for n: same-verdict positives, not none
