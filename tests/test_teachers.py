@@ -99,6 +99,29 @@ def test_embedding_targets_annotate_batches_from_memory(tiny_model: Path, tmp_pa
     np.testing.assert_allclose(batch.teacher_passage.numpy(), expected_p, atol=1e-6)
 
 
+def test_teacher_embeds_only_the_rows_of_distill_tasks(tiny_model: Path, tmp_path: Path) -> None:
+    """distill.tasks=[news]: the teacher never embeds a text of another task (their batches skip it)."""
+    from trainer.teachers.targets import teacher_rows
+
+    teacher = BiEncoderTeacher(str(tiny_model), max_length_passage=32, cache_root=str(tmp_path))
+    counter = CountCalls(teacher, "embed")
+    rows = teacher_rows(["news"], EXAMPLES)
+    targets = embedding_targets(teacher, EXAMPLES, rows)
+    news = [ex for ex in EXAMPLES if ex.task == "news"]
+    assert list(rows) == [1, 3, 5, 7, 9]
+    assert counter.count == len(news) + 3 * len(news)  # each news query, positive and 2 negatives; nothing else
+    assert set(targets.passage_ids) == {text_id(t) for ex in news for t in (*ex.pos, *ex.neg)}
+    assert not targets.query_emb[0].any() and targets.query_emb[1].any()
+    dataset = ContrastiveDataset(EXAMPLES, num_negatives=2, seed=0)
+    batch = TeacherCollator(Collator(teacher.encoder.tokenize), targets, ["news"])([dataset[i] for i in (1, 5)])
+    np.testing.assert_allclose(batch.teacher_query.numpy(), teacher.embed([EXAMPLES[1].query, EXAMPLES[5].query],
+                                                                          "query", ["news", "news"]), atol=1e-6)
+    skipped = TeacherCollator(Collator(teacher.encoder.tokenize), targets, ["news"])([dataset[i] for i in (0, 2)])
+    assert skipped.teacher_skipped and skipped.teacher_query is None
+    with pytest.raises(ValueError, match="names no task"):
+        teacher_rows(["wordnet"], EXAMPLES)
+
+
 def _tiny_cross_encoder(tiny_model: Path, folder: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 

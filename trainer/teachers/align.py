@@ -56,7 +56,8 @@ def attach_aligned_head(encoder: Encoder, targets: TeacherTargets, examples: Seq
     if targets is None or targets.query_emb is None or targets.passage_emb is None:
         raise ValueError("distill.align=true needs a bi-encoder teacher (its embeddings): set teacher=mpnet or another "
                          "bi-encoder")
-    rows = np.random.default_rng(seed).permutation(len(examples))[:sample]
+    covered = np.arange(len(examples)) if targets.covered is None else targets.covered  # rows the teacher embedded
+    rows = covered[np.random.default_rng(seed).permutation(len(covered))[:sample]]
     queries = [examples[i].query for i in rows]
     passages = [examples[i].pos[0] for i in rows]
     pos_rows = np.searchsorted(targets.passage_ids, np.array([text_id(p) for p in passages], dtype=np.int64))

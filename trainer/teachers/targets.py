@@ -44,13 +44,15 @@ class TeacherTargets:
 
     def __init__(self, query_emb: Optional[np.ndarray] = None, passage_ids: Optional[np.ndarray] = None,
                  passage_emb: Optional[np.ndarray] = None, pair_keys: Optional[np.ndarray] = None,
-                 pair_scores: Optional[np.ndarray] = None, query_ids: Optional[np.ndarray] = None) -> None:
+                 pair_scores: Optional[np.ndarray] = None, query_ids: Optional[np.ndarray] = None,
+                 covered: Optional[np.ndarray] = None) -> None:
         self.query_emb = query_emb  # (num_examples, D_t)
         self.passage_ids = passage_ids  # (M,) sorted text ids
         self.passage_emb = passage_emb  # (M, D_t)
         self.query_ids = query_ids  # (num_examples,) text id of each example's query (pair keys)
         self.pair_keys = pair_keys  # (P,) sorted
         self.pair_scores = pair_scores  # (P,)
+        self.covered = covered  # (R,) example rows with targets (distill.tasks); None: every row
         self.teacher: Optional[Any] = None  # kept only to score new pairs (re-mining with a cross-encoder)
         self.cache_root: Optional[str] = None
         self.unlabeled: Optional[Any] = None  # UnlabeledTexts (trainer.teachers.unlabeled): distill.unlabeled
@@ -164,21 +166,41 @@ def _unique_passages(examples: list[Example]) -> tuple[np.ndarray, list[str]]:
     return ids, [by_id[int(i)] for i in ids]
 
 
-def embedding_targets(teacher: Any, examples: list[Example]) -> TeacherTargets:
-    """Embed every query (with its task) and every unique passage once, through the teacher's cache."""
-    query_emb = teacher.embed([ex.query for ex in examples], "query", [ex.task for ex in examples])
-    ids, texts = _unique_passages(examples)
+def embedding_targets(teacher: Any, examples: list[Example], rows: Optional[np.ndarray] = None) -> TeacherTargets:
+    """Embed the query (with its task) and every unique passage of ``examples[rows]`` (default: all) once, through
+    the teacher's cache. Rows left out keep a zero query embedding: their batches never reach the teacher."""
+    rows = np.arange(len(examples)) if rows is None else rows
+    chosen = [examples[i] for i in rows]
+    embedded = teacher.embed([ex.query for ex in chosen], "query", [ex.task for ex in chosen])  # (R, D_t)
+    query_emb = np.zeros((len(examples), embedded.shape[1]), dtype=embedded.dtype)  # (num_examples, D_t)
+    query_emb[rows] = embedded
+    ids, texts = _unique_passages(chosen)
     passage_emb = teacher.embed(texts, "passage")
-    return TeacherTargets(query_emb=query_emb, passage_ids=ids, passage_emb=passage_emb)
+    return TeacherTargets(query_emb=query_emb, passage_ids=ids, passage_emb=passage_emb, covered=rows)
 
 
-def pair_score_targets(teacher: Any, examples: list[Example], cache_root: Optional[str]) -> TeacherTargets:
-    """Score every (query, positive/negative) pair once; scores cached in ``cache_root/pairs-<fingerprint>.npz``,
-    keyed by the teacher's weights, tokenizer and max length (a reranker retrained in place gets new scores)."""
+def pair_score_targets(teacher: Any, examples: list[Example], cache_root: Optional[str],
+                       rows: Optional[np.ndarray] = None) -> TeacherTargets:
+    """Score every (query, positive/negative) pair of ``examples[rows]`` (default: all) once; scores cached in
+    ``cache_root/pairs-<fingerprint>.npz``, keyed by the teacher's weights, tokenizer and max length (a reranker
+    retrained in place gets new scores)."""
     query_ids = np.array([text_id(ex.query) for ex in examples], dtype=np.int64)
-    targets = TeacherTargets(query_ids=query_ids)
-    targets.add_pair_scores(teacher, examples, cache_root)
+    rows = np.arange(len(examples)) if rows is None else rows
+    targets = TeacherTargets(query_ids=query_ids, covered=rows)
+    targets.add_pair_scores(teacher, [examples[i] for i in rows], cache_root)
     return targets
+
+
+def teacher_rows(tasks: Optional[Sequence[str]], examples: list[Example]) -> Optional[np.ndarray]:
+    """Rows whose task ``distill.tasks`` names (None: every row). The teacher embeds or scores only these: the
+    collator never asks it about another task's batch."""
+    if tasks is None:
+        return None
+    rows = np.array([i for i, ex in enumerate(examples) if ex.task in set(tasks)], dtype=np.int64)
+    if not len(rows):
+        found = sorted({str(ex.task) for ex in examples})
+        raise ValueError(f"distill.tasks={list(tasks)} names no task of the training rows (their tasks: {found})")
+    return rows
 
 
 def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Optional[torch.device] = None,
@@ -209,15 +231,17 @@ def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Opti
         return None
     if device is not None:
         teacher.to(device)
-    log(f"teacher {teacher.name}: computing targets for {len(examples)} training rows (cached)")
+    rows = teacher_rows((cfg.get("distill") or {}).get("tasks"), examples)
+    scope = f"{len(examples)}" if rows is None else f"{len(rows)} of {len(examples)} (distill.tasks)"
+    log(f"teacher {teacher.name}: computing targets for {scope} training rows (cached)")
     from trainer.teachers.unlabeled import build_unlabeled
 
     # First: it refuses a pair-scoring teacher before any pair is scored.
     unlabeled = build_unlabeled((cfg.get("distill") or {}).get("unlabeled"), teacher, cfg.train.seed, log)
     if teacher.dim is not None:
-        targets = embedding_targets(teacher, examples)
+        targets = embedding_targets(teacher, examples, rows)
     else:
-        targets = pair_score_targets(teacher, examples, cfg.teacher.get("cache_root"))
+        targets = pair_score_targets(teacher, examples, cfg.teacher.get("cache_root"), rows)
         if keep_teacher:
             targets.teacher, targets.cache_root = teacher, cfg.teacher.get("cache_root")
             log(f"teacher {teacher.name}: kept in memory to score the pairs re-mining creates")
