@@ -196,7 +196,8 @@ def teacher_rows(tasks: Optional[Sequence[str]], examples: list[Example]) -> Opt
     collator never asks it about another task's batch."""
     if tasks is None:
         return None
-    rows = np.array([i for i, ex in enumerate(examples) if ex.task in set(tasks)], dtype=np.int64)
+    wanted = set(tasks)
+    rows = np.array([i for i, ex in enumerate(examples) if ex.task in wanted], dtype=np.int64)
     if not len(rows):
         found = sorted({str(ex.task) for ex in examples})
         raise ValueError(f"distill.tasks={list(tasks)} names no task of the training rows (their tasks: {found})")
