@@ -32,7 +32,8 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from itertools import islice
+from typing import Any, Iterable, Iterator
 
 HERE = Path(__file__).resolve().parent
 for _p in (HERE, HERE.parent):
@@ -112,11 +113,12 @@ def label_rows(items: list[tuple[str, str]], task: str, seed: int, per_label: in
         if len(texts) < 2:
             continue
         for i, text in enumerate(texts[:per_label] if per_label else texts):
-            others = [texts[(i + j) % len(texts)] for j in range(1, len(texts))]
-            if facet is not None:
-                across = [t for t in others if facet[t] != facet[text]]
-                others = across or others
-            rows.append({"query": text, "pos": others[:positives], "task": task, "label": label})
+            def ring() -> Iterator[str]:  # the label's other texts, from the next one on (lazy: labels run to 4k texts)
+                return (texts[(i + j) % len(texts)] for j in range(1, len(texts)))
+
+            pos = [] if facet is None else list(islice((t for t in ring() if facet[t] != facet[text]), positives))
+            pos = pos or list(islice(ring(), positives))
+            rows.append({"query": text, "pos": pos, "task": task, "label": label})
     return sorted(rows, key=lambda r: heldout.rank(seed, f"{task}:{r['query']}"))
 
 
