@@ -208,3 +208,19 @@ def test_pair_score_cache_is_keyed_by_the_weights(tiny_model: Path, tmp_path: Pa
     assert counter.count == 30  # nothing served from the old weights' cache
     np.testing.assert_allclose(second.pair_scores, first.pair_scores + 1.0, atol=1e-4)
     assert len(list(Path(cache).glob("pairs-*.npz"))) == 2  # one file per set of weights
+
+
+def test_rescore_after_remining_scores_only_the_rows_of_distill_tasks(tiny_model: Path, tmp_path: Path) -> None:
+    """Re-mining with a kept cross-encoder: new pairs of rows outside distill.tasks are never scored."""
+    from dataclasses import replace
+
+    from trainer.teachers.targets import pair_score_targets, teacher_rows
+
+    teacher = CrossEncoderTeacher(str(_tiny_cross_encoder(tiny_model, tmp_path / "ce")), max_length=32)
+    rows = teacher_rows(["news"], EXAMPLES)
+    targets = pair_score_targets(teacher, EXAMPLES, None, rows)
+    targets.teacher = teacher
+    counter = CountCalls(teacher, "score")
+    remined = [replace(ex, neg=[f"fresh w{i}"]) for i, ex in enumerate(EXAMPLES)]  # one new negative per row
+    targets.rescore(remined)
+    assert counter.count == len(rows)  # the 5 news rows' new pairs; before: all 10 rows' (5 of them never used)

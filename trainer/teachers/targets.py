@@ -110,9 +110,10 @@ class TeacherTargets:
 
     def rescore(self, examples: list[Example]) -> None:
         """After re-mining: the kept cross-encoder scores the new pairs (bi-encoder targets already cover the
-        whole frozen corpus)."""
+        whole frozen corpus). With ``distill.tasks`` only the covered rows' pairs: no other batch reaches it."""
         if self.teacher is not None:
-            self.add_pair_scores(self.teacher, examples, self.cache_root)
+            chosen = examples if self.covered is None else [examples[i] for i in self.covered]
+            self.add_pair_scores(self.teacher, chosen, self.cache_root)
 
 
 def _read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
