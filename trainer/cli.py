@@ -16,6 +16,7 @@ STAGES = {
     "evaluate": ("trainer.evaluate", "score a checkpoint, watch a run, or compare runs (conf/evaluate.yaml)"),
     "mine": ("trainer.mine", "mine hard negatives for a training file (conf/mine.yaml)"),
     "export": ("trainer.export", "export a checkpoint to ONNX (fp32, int8) and check it (conf/export.yaml)"),
+    "merge": ("trainer.merge", "average checkpoints of one base model into one (model soup; conf/merge.yaml)"),
     "push": ("trainer.push", "publish a checkpoint to the Hugging Face Hub (conf/push.yaml)"),
     "domain": ("trainer.domain", "adapt a model to a folder of unlabeled text (experiment=domain_adapt)"),
     "sweep": ("trainer.sweep", "rebuild a sweep's summary from its run dirs"),

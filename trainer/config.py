@@ -272,6 +272,16 @@ class ExportConfig:
 
 
 @dataclass
+class MergeConfig:
+    """``python -m trainer.merge checkpoints=[A,B] weights=[0.7,0.3] out=DIR`` (conf/merge.yaml)."""
+    checkpoints: List[str] = MISSING  # exported checkpoints fine-tuned from one base model (same architecture)
+    weights: Optional[List[float]] = None  # one per checkpoint, summing to 1; None = equal weights
+    out: str = MISSING  # the merged checkpoint (written atomically); an earlier merge there is replaced
+    overwrite: bool = False  # replace an out folder that is not an earlier merge (never a source checkpoint)
+    paths: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class EvaluateConfig:
     """``python -m trainer.evaluate`` (conf/evaluate.yaml): one checkpoint, a run, a watched run, or a leaderboard."""
     checkpoint: Optional[str] = None  # one exported checkpoint folder
@@ -335,6 +345,7 @@ def register_configs() -> None:
     cs.store(group="eval/task", name="task_schema", node=EvalTaskConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="push_schema", node=PushConfig)
+    cs.store(name="merge_schema", node=MergeConfig)
 
 
 def _conf_dir() -> Path:

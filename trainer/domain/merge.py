@@ -15,21 +15,13 @@ from typing import Callable, Sequence
 import torch
 
 from trainer.models.encoder import Encoder
+from trainer.models.merging import average_states
 
 
 def interpolate(base: dict[str, torch.Tensor], adapted: dict[str, torch.Tensor], ratio: float,
                 ) -> dict[str, torch.Tensor]:
     """``ratio * adapted + (1 - ratio) * base`` for float tensors; other tensors (ids, counters) from adapted."""
-    if base.keys() != adapted.keys():
-        only = sorted(base.keys() ^ adapted.keys())[:3]
-        raise ValueError(f"base and adapted models differ in parameters (e.g. {only}): cannot merge")
-    merged = {}
-    for name, tensor in adapted.items():
-        if tensor.is_floating_point():
-            merged[name] = torch.lerp(base[name].to(tensor.dtype), tensor, ratio)
-        else:
-            merged[name] = tensor.clone()
-    return merged
+    return average_states([adapted, base], [ratio, 1.0 - ratio])
 
 
 def choose_ratio(base: Encoder, adapted: Encoder, ratios: Sequence[float],
