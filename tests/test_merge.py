@@ -91,8 +91,13 @@ def test_no_output_path_can_destroy_a_source(tiny_model: Path, tmp_path: Path) -
     with pytest.raises(ValueError, match="not an earlier merge"):
         merge_checkpoints([a, b], [0.5, 0.5], other)
     assert (other / "keep.txt").read_text() == "mine"
-    with pytest.raises(FileNotFoundError, match="not an exported checkpoint"):
+    with pytest.raises(FileNotFoundError, match="not a model folder"):
         merge_checkpoints([a, other], [0.5, 0.5], tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="not an exported checkpoint"):
+        merge_checkpoints([tiny_model, a], [0.5, 0.5], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    with_base = merge_checkpoints([a, tiny_model], [0.5, 0.5], tmp_path / "with-base")  # a base folder as partner
+    assert json.loads((with_base / "embedstill.json").read_text())["merged_from"][1]["weight"] == 0.5
     first = merge_checkpoints([a, b], [0.5, 0.5], tmp_path / "m")
     again = merge_checkpoints([a, b], [0.9, 0.1], first)  # an earlier merge is replaced
     assert json.loads((again / "embedstill.json").read_text())["merged_from"][0]["weight"] == 0.9

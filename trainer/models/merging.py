@@ -7,7 +7,8 @@
 
 Two students trained from the same base on different data often sit in one linear basin: their average keeps much
 of each one's strengths (Wortsman et al. 2022, Model soups; Xiao et al. 2023, LM-Cocktail). The merged folder takes
-the first checkpoint's tokenizer, pooling, lengths and prompts; ``merged_from`` in its embedstill.json names the
+the first checkpoint's tokenizer, pooling, lengths and prompts (the others may be any model folder of the same
+architecture, e.g. the base model: LM-Cocktail's merge with the base); ``merged_from`` in its embedstill.json names the
 sources and weights.
 """
 from __future__ import annotations
@@ -92,9 +93,12 @@ def merge_checkpoints(checkpoints: Sequence[str | Path], weights: Sequence[float
     if len(paths) < 2:
         raise ValueError(f"checkpoints: {len(paths)} given, a merge needs at least two")
     weights = check_weights(weights, len(paths))
-    for path in paths:
-        if not (path / METADATA_FILE).is_file():
-            raise FileNotFoundError(f"{path}: not an exported checkpoint (no {METADATA_FILE})")
+    if not (paths[0] / METADATA_FILE).is_file():
+        raise FileNotFoundError(f"{paths[0]}: not an exported checkpoint (no {METADATA_FILE}); the first checkpoint "
+                                "gives the merge its prompts and lengths")
+    for path in paths[1:]:  # the others give weights only: a base model's folder (or Hub id) is fine
+        if path.exists() and not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a model folder (no config.json)")
     out = Path(out)
     check_out(out, paths, overwrite)
     encoders = [Encoder.from_pretrained(str(p)) for p in paths]
@@ -104,8 +108,8 @@ def merge_checkpoints(checkpoints: Sequence[str | Path], weights: Sequence[float
     first.backbone.load_state_dict(average_states([e.backbone.state_dict() for e in encoders], weights))
     if first.dense is not None:
         first.dense.load_state_dict(average_states([e.dense.state_dict() for e in encoders], weights))
-    sources = [{"checkpoint": os.path.relpath(p.resolve(), out.resolve().parent), "weight": w}
-               for p, w in zip(paths, weights)]
+    sources = [{"checkpoint": os.path.relpath(p.resolve(), out.resolve().parent) if p.exists() else str(p),
+                "weight": w} for p, w in zip(paths, weights)]
     for i, (encoder, path) in enumerate(zip(encoders[1:], paths[1:]), start=1):
         if encoder.spec != first.spec:
             print(f"[merge] {path}: prompts or lengths differ from {paths[0]}; the merge keeps the first's")
