@@ -12,7 +12,7 @@ Rules (all deterministic for a seed, pure functions of the bundled files):
   those movies is trained on; plot summaries are held out as the corpus of review -> movie retrieval; every snippet
   of an evaluation file is held out.
 - health tweets: one tweet in ``TWEET_HOLDOUT`` (by a seeded hash of its text) is held out for account
-  classification.
+  classification (the test file and, from the same pool, the dev file).
 - WordNet: the dev and test splits of ``data/build/wordnet`` (definitions never in two splits).
 
 ``HeldOut.blocks(text)`` says whether a text may not be trained on: the evaluation files' texts plus every

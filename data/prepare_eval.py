@@ -9,12 +9,16 @@ Inputs: ``<out>/news/articles.jsonl`` (from ``data/prepare.py news``) and scatte
 - ``news_outlet_classification.jsonl``: article lead -> outlet; train rows from the news train split (at most
   ``--per-outlet`` per outlet), test rows = every test-split article. No article is in both.
 - ``news_outlet_clustering.jsonl``: the test-split leads with their outlet.
+- ``news_outlet_classification_dev.jsonl`` / ``news_outlet_clustering_dev.jsonl``: the same two tasks on the dev
+  split (the same train rows; every dev-split article scored), for choosing recipes without reading test.
 - ``news_pairs.jsonl``: per test article, (headline, its lead) = 1 and (headline, another same-outlet lead) = 0.
 - ``news_reranking.jsonl``: per test article, headline -> its lead among up to 9 same-outlet leads.
 - ``rt_sentiment.jsonl``: movie-review snippets, fresh vs rotten; 1,500 train / 500 test, same per class share.
 - ``rt_movie_clustering.jsonl``: the snippets (reviews and plot) of 15 movies, 30 each, labelled by movie.
 - ``tweet_account_classification.jsonl``: held-out health tweets (one in five, ``data/heldout.py``) -> the news account
   that posted them; at most ``--per-account`` train and as many test rows per account, never the same tweet.
+- ``tweet_account_classification_dev.jsonl``: the same task on the next ``2 * --per-account`` held-out tweets of
+  each account in the same order, so no tweet is in both files.
 - ``rt_review_movie/`` (BEIR): reviews of the probe movies (held out whole) -> the plot summary of their movie, among
   every plot summary of the corpus.
 - ``probe_reviews.jsonl``: every review of the probe movies with its sentiment and movie (``bench/instructions.py``).
@@ -44,7 +48,7 @@ import heldout  # noqa: E402
 from prepare import finish, input_fingerprint, up_to_date, write_beir, write_jsonl  # noqa: E402
 from trainer import assets  # noqa: E402
 
-VERSION = 2
+VERSION = 3  # 3: the dev files (the test-side files are unchanged)
 LEAD_CHARS = 300  # article lead used for classification/clustering/pairs: the first ~60 tokens
 RT_FILE = "rotten_tomatoes_corpus_full.csv.bz2"
 
@@ -68,16 +72,30 @@ def read_articles(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def news_tasks(articles: list[dict[str, Any]], seed: int, per_outlet: int) -> dict[str, list[dict[str, Any]]]:
+def outlet_train(articles: list[dict[str, Any]], seed: int, per_outlet: int) -> list[dict[str, Any]]:
+    """At most ``per_outlet`` train-split articles per outlet (seeded choice): the classifier's training rows."""
     by_outlet: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for a in articles:
         if a["split"] == "train":
             by_outlet[a["outlet"]].append(a)
-    train = [a for outlet in sorted(by_outlet)
-             for a in sorted(by_outlet[outlet], key=lambda a: rank(seed, a["id"]))[:per_outlet]]
-    test = sorted((a for a in articles if a["split"] == "test"), key=lambda a: rank(seed, a["id"]))
-    classification = ([{"text": lead(a["text"]), "label": a["outlet"], "split": "train"} for a in train]
-                      + [{"text": lead(a["text"]), "label": a["outlet"], "split": "test"} for a in test])
+    return [a for outlet in sorted(by_outlet)
+            for a in sorted(by_outlet[outlet], key=lambda a: rank(seed, a["id"]))[:per_outlet]]
+
+
+def split_of(articles: list[dict[str, Any]], split: str, seed: int) -> list[dict[str, Any]]:
+    """The articles of one held-out split, in seeded order."""
+    return sorted((a for a in articles if a["split"] == split), key=lambda a: rank(seed, a["id"]))
+
+
+def outlet_rows(train: list[dict[str, Any]], scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outlet classification: fitted on ``train``'s leads, scored on ``scored``'s."""
+    return ([{"text": lead(a["text"]), "label": a["outlet"], "split": "train"} for a in train]
+            + [{"text": lead(a["text"]), "label": a["outlet"], "split": "test"} for a in scored])
+
+
+def news_tasks(articles: list[dict[str, Any]], seed: int, per_outlet: int) -> dict[str, list[dict[str, Any]]]:
+    test = split_of(articles, "test", seed)
+    classification = outlet_rows(outlet_train(articles, seed, per_outlet), test)
     clustering = [{"text": lead(a["text"]), "label": a["outlet"]} for a in test]
     same_outlet: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for a in test:
@@ -93,6 +111,14 @@ def news_tasks(articles: list[dict[str, Any]], seed: int, per_outlet: int) -> di
                        "negative": [lead(b["text"]) for b in others[:9]]})
     return {"news_outlet_classification": classification, "news_outlet_clustering": clustering,
             "news_pairs": pairs, "news_reranking": rerank}
+
+
+def news_dev_tasks(articles: list[dict[str, Any]], seed: int, per_outlet: int) -> dict[str, list[dict[str, Any]]]:
+    """Outlet classification and clustering on the dev split. The train rows are the test file's (training
+    articles, never scored), so a dev score and a test score differ only in the articles scored."""
+    dev = split_of(articles, "dev", seed)
+    return {"news_outlet_classification_dev": outlet_rows(outlet_train(articles, seed, per_outlet), dev),
+            "news_outlet_clustering_dev": [{"text": lead(a["text"]), "label": a["outlet"]} for a in dev]}
 
 
 def read_rotten_tomatoes(path: Path) -> list[dict[str, str]]:
@@ -127,19 +153,35 @@ def rt_tasks(rows: list[dict[str, str]], seed: int, n_train: int = 1500, n_test:
     return {"rt_sentiment": sentiment, "rt_movie_clustering": clustering}
 
 
-def tweet_tasks(tweets: list[heldout.Tweet], seed: int, per_account: int) -> dict[str, list[dict[str, Any]]]:
-    """Account classification on held-out tweets: per account, ``per_account`` train then test rows."""
+def held_out_tweets(tweets: list[heldout.Tweet], seed: int) -> dict[str, list[heldout.Tweet]]:
+    """Per account (sorted), its held-out tweets in seeded order: the test file takes the first ones, dev the next."""
     by_account: dict[str, list[heldout.Tweet]] = defaultdict(list)
     for t in tweets:
         if heldout.tweet_held_out(t, seed):
             by_account[t.account].append(t)
+    return {account: sorted(by_account[account], key=lambda t: rank(seed, t.text)) for account in sorted(by_account)}
+
+
+def account_rows(tweets: dict[str, list[heldout.Tweet]], start: int, per_account: int) -> list[dict[str, Any]]:
+    """Per account, the ``2 * per_account`` tweets from ``start`` on: the first half train rows, the rest test."""
     rows = []
-    for account in sorted(by_account):
-        chosen = sorted(by_account[account], key=lambda t: rank(seed, t.text))[:2 * per_account]
+    for account, ranked in tweets.items():
+        chosen = ranked[start:start + 2 * per_account]
         half = len(chosen) // 2
         rows += [{"text": t.text, "label": account, "split": "train" if i < half else "test"}
                  for i, t in enumerate(chosen)]
-    return {"tweet_account_classification": rows}
+    return rows
+
+
+def tweet_tasks(tweets: list[heldout.Tweet], seed: int, per_account: int) -> dict[str, list[dict[str, Any]]]:
+    """Account classification on held-out tweets: per account, ``per_account`` train then test rows."""
+    return {"tweet_account_classification": account_rows(held_out_tweets(tweets, seed), 0, per_account)}
+
+
+def tweet_dev_tasks(tweets: list[heldout.Tweet], seed: int, per_account: int) -> dict[str, list[dict[str, Any]]]:
+    """The same task on the next ``2 * per_account`` tweets of each account's order: no tweet of the test file."""
+    return {"tweet_account_classification_dev": account_rows(held_out_tweets(tweets, seed), 2 * per_account,
+                                                             per_account)}
 
 
 def review_movie_tasks(snippets: list[heldout.Snippet], probe: list[str], seed: int,
@@ -173,9 +215,10 @@ def build(out: Path, seed: int, per_outlet: int, force: bool, per_account: int =
     if not force and up_to_date(folder, params):
         return None
     snippets = heldout.read_rotten_tomatoes(rt_path)
-    tasks = {**news_tasks(read_articles(articles_path), seed, per_outlet),
+    articles, tweets = read_articles(articles_path), heldout.read_tweets(tweets_path)
+    tasks = {**news_tasks(articles, seed, per_outlet), **news_dev_tasks(articles, seed, per_outlet),
              **rt_tasks(read_rotten_tomatoes(rt_path), seed),
-             **tweet_tasks(heldout.read_tweets(tweets_path), seed, per_account)}
+             **tweet_tasks(tweets, seed, per_account), **tweet_dev_tasks(tweets, seed, per_account)}
     clustered = {heldout.key(r["text"]) for r in tasks["rt_movie_clustering"]}
     probe = heldout.probe_movies(snippets, seed, {s.movie for s in snippets if heldout.key(s.text) in clustered})
     probe_tasks, review_movie = review_movie_tasks(snippets, probe, seed)
