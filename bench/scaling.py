@@ -6,10 +6,11 @@
     python bench/scaling.py --stages search,train               # a subset
 
 Stages and points (full mode; --quick shrinks every size):
-    mine     python -m trainer.mine's pipeline (default settings, cold cache) at 10k, 50k and 250k passages, with
-             one query per 4 passages (WordNet term -> gloss and news headline -> article pairs, their positives
-             in the corpus); the rest of the corpus is WordNet glosses, news article sentences, health tweets and
-             movie-review snippets (the bundled texts). Report: seconds per stage (encode, index, search, select).
+    mine     python -m trainer.mine's pipeline (default settings, cold cache) at 10k, 50k and 240k passages (the
+             bundled text holds 243,969), with one query per 4 passages (WordNet term -> gloss and news headline ->
+             article pairs, their positives in the corpus); the rest of the corpus is WordNet glosses, news article
+             sentences, health tweets and movie-review snippets. Report: seconds per stage (encode, index, search,
+             select).
     search   the index alone (trainer.mining.index) at 100k, 300k and 1M vectors, 1,000 queries, top 50: exact
              (flat), IVF and HNSW at the repository's defaults (conf/mine/index/*.yaml), recall@10/@50 of the
              approximate ones against exact on those queries. Vectors: the real MiniLM embeddings of the largest
