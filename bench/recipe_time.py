@@ -2,10 +2,13 @@
 
     python bench/recipe_time.py                      # -> bench/results/recipe_time.json
     python bench/recipe_time.py --experiment distill # another recipe built on the mined rows
+    python bench/recipe_time.py --partner "experiment=distill_instruct model.instruction_template=null" \
+        --weight 0.75                                # + a second student and the merge (the headline recipe)
 
 Both commands run with every output under a fresh folder (``--work``): the teacher embeds every text again (its
 cache starts empty), the mined rows go there instead of ``data/build``, and the training run's own dev evaluation
-at the end is included. The machine's load averages before and after are recorded: only a run on an otherwise
+at the end is included. With ``--partner`` a second training run (its own overrides, sharing the cold cache) and
+``python -m trainer.merge`` of the two final checkpoints are timed too. The machine's load averages before and after are recorded: only a run on an otherwise
 idle machine measures the recipe.
 """
 from __future__ import annotations
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", default="distill_unlabeled")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "recipe-timing")
+    parser.add_argument("--partner", default=None, help="overrides of a second training run merged with the first")
+    parser.add_argument("--weight", type=float, default=0.75, help="the first run's weight in the merge")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "recipe_time.json")
     args = parser.parse_args(argv)
     marker = args.work / MARKER
@@ -54,11 +59,21 @@ def main(argv: list[str] | None = None) -> int:
              f"paths.runs={args.work}", f"data.train_files=[{mined / 'train.jsonl'}]"]
     load_before = os.getloadavg()
     seconds = {"mine": timed(mine, args.work / "mine.log"), "train": timed(train, args.work / "train.log")}
+    commands = [mine, train]
+    if args.partner:
+        partner = [sys.executable, "-m", "trainer.train", *args.partner.split(), "name=partner",
+                   f"paths.runs={args.work}"]
+        seconds["train_partner"] = timed(partner, args.work / "partner.log")
+        final = [json.loads((args.work / run / "DONE.json").read_text())["final_checkpoint"]
+                 for run in ("recipe", "partner")]
+        merge = [sys.executable, "-m", "trainer.merge", f"checkpoints=[{','.join(final)}]",
+                 f"weights=[{args.weight},{round(1 - args.weight, 6)}]", f"out={args.work / 'merged'}"]
+        seconds["merge"] = timed(merge, args.work / "merge.log")
+        commands += [partner, merge]
     report = {
         "recipe_seconds": round(sum(seconds.values())),
         "seconds": {k: round(v) for k, v in seconds.items()},
-        "commands": [" ".join(["python", *mine[1:]]).replace(f"{ROOT}/", ""),
-                     " ".join(["python", *train[1:]]).replace(f"{ROOT}/", "")],
+        "commands": [" ".join(["python", *c[1:]]).replace(f"{ROOT}/", "") for c in commands],
         "eval": json.loads((args.work / "recipe" / "eval.jsonl").read_text().splitlines()[-1]),
         "note": f"{platform.machine()}, {os.cpu_count()} CPUs, default threads; load averages before "
                 f"{', '.join(f'{x:.2f}' for x in load_before)}, after {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
