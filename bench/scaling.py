@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -67,6 +68,8 @@ def mine_point(point: dict[str, Any], work: Path, threads: int) -> dict[str, Any
 
     register_mine_configs()
     folder = work / f"mine-{point['passages']}"
+    for stale in (folder / "cache", folder / "out"):  # an earlier run's embeddings would make this a warm run
+        shutil.rmtree(stale, ignore_errors=True)
     sizes = mining_inputs(work, point["passages"], folder)
     overrides = [f"input_files=[{folder / 'pairs.jsonl'}]", f"corpus_file={folder / 'corpus.jsonl'}",
                  f"out_dir={folder / 'out'}", f"cache_dir={folder / 'cache'}", "model.max_length_query=128",
