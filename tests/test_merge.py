@@ -26,8 +26,7 @@ def test_average_states_by_hand() -> None:
     merged = average_states([a, b, c], [0.5, 0.25, 0.25])
     # 0.5 * 1 + 0.25 * 3 + 0.25 * 5 = 2.5 ; 0.5 * 2 + 0.25 * 6 + 0.25 * 10 = 5
     assert torch.equal(merged["w"], torch.tensor([2.5, 5.0])) and torch.equal(merged["ids"], a["ids"])
-    # bf16 inputs are summed in float32: 0.9 * 1 + 0.1 * 1.0078125 rounds to 1.0 in bf16 either way, but the
-    # result keeps the first state's dtype
+    # bf16 inputs: summed in float32, the result in the first state's dtype (0.75 is exact in bf16)
     bf = average_states([{"w": torch.ones(2, dtype=torch.bfloat16)}, {"w": torch.zeros(2, dtype=torch.bfloat16)}],
                         [0.75, 0.25])
     assert bf["w"].dtype == torch.bfloat16 and torch.equal(bf["w"].float(), torch.full((2,), 0.75))
