@@ -4,6 +4,7 @@
     python bench/scaling.py --quick --out runs/bench/scaling-quick.json     # small sizes: every stage, curves to look at
     python bench/scaling.py --smoke --out runs/bench/scaling-smoke.json     # tiny sizes: every stage runs end to end
     python bench/scaling.py --stages search,train               # a subset
+    python bench/scaling.py --resume            # after a failure: keep the points already measured, run the rest
 
 Stages and points (full mode; --quick shrinks every size):
     mine     python -m trainer.mine's pipeline (default settings, cold cache) at 10k, 50k and 240k passages (the
@@ -122,6 +123,7 @@ def train_point(point: dict[str, Any], work: Path, threads: int) -> dict[str, An
     from accelerate import Accelerator
 
     from trainer.assets import minilm
+    from trainer.data.batch import Batch
     from trainer.data.dataset import text_id
     from trainer.gradcache import cached_step
     from trainer.losses.infonce import InfoNCE
@@ -140,9 +142,9 @@ def train_point(point: dict[str, Any], work: Path, threads: int) -> dict[str, An
     for step in range(point["steps"]):  # tokenised up front: not part of the timing
         picked = [rows[(step * point["batch"] + i) % len(rows)] for i in range(point["batch"])]
         passages = [r["pos"][0] for r in picked]
-        batches.append({"query": encoder.tokenize([r["query"] for r in picked], "query"),
-                        "passage": encoder.tokenize(passages, "passage"),
-                        "passage_ids": torch.tensor([text_id(p) for p in passages])})
+        batches.append(Batch(query=encoder.tokenize([r["query"] for r in picked], "query"),
+                             passage=encoder.tokenize(passages, "passage"),
+                             passage_ids=torch.tensor([text_id(p) for p in passages])))
     before, times = current_rss_mib(), []
     for features in batches:
         started = time.perf_counter()
@@ -214,6 +216,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch / faiss threads (0 = physical cores)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench/cache/scaling")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/scaling.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the points an earlier run of this mode finished (kept in --work) and run the rest")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.threads:
@@ -234,11 +238,26 @@ def main() -> None:
           f"({args.mode} mode); load average now {os.getloadavg()[0]:.2f}", flush=True)
     args.work.mkdir(parents=True, exist_ok=True)
     build_pools(args.work)
+    done = finished_points(args.work / f"points-{args.mode}.jsonl", args.resume)
     load_before, started, results = os.getloadavg(), time.perf_counter(), []
     for point in points:
-        results.append({"stage": point["stage"], **run_point(point, args)})
+        key = json.dumps(point, sort_keys=True)
+        if key not in done:  # each point is kept as it finishes: a later failure loses nothing measured
+            done[key] = {"stage": point["stage"], **run_point(point, args)}
+            with open(args.work / f"points-{args.mode}.jsonl", "a") as handle:
+                handle.write(json.dumps({"point": point, "result": done[key]}) + "\n")
+        results.append(done[key])
         print(json.dumps(results[-1]), flush=True)
     write_results(results, args, load_before, (time.perf_counter() - started) / 60, minutes)
+
+
+def finished_points(path: Path, resume: bool) -> dict[str, dict[str, Any]]:
+    """Points measured by an earlier run of this mode (``--resume``), by their settings; otherwise start afresh."""
+    if not resume:
+        path.unlink(missing_ok=True)
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return {json.dumps(r["point"], sort_keys=True): r["result"] for r in rows}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""bench/scaling.py measures what it says: every mining point starts from a cold cache, even on a rerun."""
+"""bench/scaling.py measures what it says: cold mining points even on a rerun, training points that run, and a
+failed point that loses none of the points measured before it."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +32,25 @@ def test_a_mining_point_never_reuses_an_earlier_runs_cache(tmp_path: Path, monke
     monkeypatch.setattr(pipeline, "run", fake_run)
     result = scaling.mine_point({"stage": "mine", "passages": 100}, tmp_path, threads=1)
     assert seen["cached"] == [] and result["stage_seconds"] == {"encode": 1.0}
+
+
+def test_a_training_point_runs_plain_and_gradcache_steps() -> None:
+    """The train stage builds the Batch the objective reads (it once passed a dict and failed at the 13th point)."""
+    from trainer import assets
+
+    if not (Path(__file__).resolve().parents[1] / "data/build/news/train.jsonl").exists():
+        pytest.skip("news data not prepared (python data/prepare.py news)")
+    assets.minilm()  # the bundled model (make venv installs it)
+    scaling = load_bench("scaling")
+    for mini in (0, 2):
+        result = scaling.train_point({"batch": 4, "mini": mini, "steps": 2, "max_length": 16}, Path("."), threads=1)
+        assert result["samples_per_s"] > 0 and len(result["step_seconds"]) == 2
+
+
+def test_resume_keeps_finished_points_and_a_fresh_run_forgets_them(tmp_path: Path) -> None:
+    scaling = load_bench("scaling")
+    path = tmp_path / "points-full.jsonl"
+    point = {"stage": "mine", "passages": 10}
+    path.write_text('{"point": {"passages": 10, "stage": "mine"}, "result": {"stage": "mine", "seconds": 3.0}}\n')
+    assert scaling.finished_points(path, resume=True)[json.dumps(point, sort_keys=True)]["seconds"] == 3.0
+    assert scaling.finished_points(path, resume=False) == {} and not path.exists()
