@@ -83,6 +83,6 @@ def test_mine_auto_writes_the_index_block_to_report_json(tiny_model: Path, tiny_
             run(compose(config_name="mine", overrides=overrides))
         reports[name] = json.loads((out / "report.json").read_text())["index"]
     assert reports["exact"]["kind"] == "flat" and reports["exact"]["expected_recall_at_k"] == 1.0
-    assert reports["approximate"]["kind"] == "ivf" and reports["approximate"]["requested"] == "auto"
+    assert reports["approximate"]["kind"] == "hnsw" and reports["approximate"]["requested"] == "auto"
     assert 0.0 < reports["approximate"]["expected_recall_at_k"] <= 1.0
     assert reports["exact"]["passages"] == reports["approximate"]["passages"] > 1
