@@ -18,11 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from scaling_data import index_defaults, vectors  # noqa: E402
-
-
-def recall(ids, exact, k: int) -> float:  # (Q, K) arrays: share of the exact top-k found
-    return float(sum(len(set(a[:k]) & set(e[:k])) for a, e in zip(ids, exact)) / (k * len(ids)))
+from scaling_data import index_defaults, recall_at, vectors  # noqa: E402
 
 
 def main() -> None:
@@ -57,8 +53,8 @@ def main() -> None:
             started = time.perf_counter()
             _, ids = search(index, queries, 50, cfg.search_batch)
             rows.append({"vectors": n, "nlist": cfg.nlist, "nprobe": nprobe, "build_seconds": build,
-                         "search_seconds": time.perf_counter() - started, "recall_at_10": recall(ids, exact, 10),
-                         "recall_at_50": recall(ids, exact, 50)})
+                         "search_seconds": time.perf_counter() - started, "recall_at_10": recall_at(ids, exact, 10),
+                         "recall_at_50": recall_at(ids, exact, 50)})
             print(json.dumps(rows[-1]), flush=True)
     report = {"points": rows, "threads": args.threads, "load_average_before": load_before,
               "load_average_after": os.getloadavg(), "command": "python bench/ivf_nprobe.py"}

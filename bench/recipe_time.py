@@ -8,8 +8,8 @@
 Both commands run with every output under a fresh folder (``--work``): the teacher embeds every text again (its
 cache starts empty), the mined rows go there instead of ``data/build``, and the training run's own dev evaluation
 at the end is included. With ``--partner`` a second training run (its own overrides, sharing the cold cache) and
-``python -m trainer.merge`` of the two final checkpoints are timed too. The machine's load averages before and after are recorded: only a run on an otherwise
-idle machine measures the recipe.
+``python -m trainer.merge`` of the two final checkpoints are timed too. The machine's load averages before and
+after are recorded: only a run on an otherwise idle machine measures the recipe.
 """
 from __future__ import annotations
 

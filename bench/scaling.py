@@ -44,7 +44,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HOME", str(ROOT / ".hf_home"))
 
-from scaling_data import build_pools, index_defaults, mining_inputs, plan, read_json, vectors  # noqa: E402
+from scaling_data import (build_pools, index_defaults, mining_inputs, plan, read_json, recall_at,  # noqa: E402
+                          vectors)
 
 STAGES = ("mine", "search", "train", "teacher")
 
@@ -110,8 +111,7 @@ def search_point(point: dict[str, Any], work: Path, threads: int) -> dict[str, A
     elif exact_file.exists():
         exact = np.load(exact_file)
         for k in (10, point["k"]):
-            hits = [len(set(a[:k]) & set(b[:k])) for a, b in zip(ids, exact)]
-            out[f"recall_at_{k}"] = float(np.sum(hits) / (k * len(ids)))
+            out[f"recall_at_{k}"] = recall_at(ids, exact, k)
     return out
 
 
@@ -238,13 +238,14 @@ def main() -> None:
           f"({args.mode} mode); load average now {os.getloadavg()[0]:.2f}", flush=True)
     args.work.mkdir(parents=True, exist_ok=True)
     build_pools(args.work)
-    done = finished_points(args.work / f"points-{args.mode}.jsonl", args.resume)
+    kept = args.work / f"points-{args.mode}.jsonl"
+    done = finished_points(kept, args.resume)
     load_before, started, results = os.getloadavg(), time.perf_counter(), []
     for point in points:
         key = json.dumps(point, sort_keys=True)
         if key not in done:  # each point is kept as it finishes: a later failure loses nothing measured
             done[key] = {"stage": point["stage"], **run_point(point, args)}
-            with open(args.work / f"points-{args.mode}.jsonl", "a") as handle:
+            with open(kept, "a") as handle:
                 handle.write(json.dumps({"point": point, "result": done[key]}) + "\n")
         results.append(done[key])
         print(json.dumps(results[-1]), flush=True)

@@ -185,3 +185,8 @@ def plan(mode: str, stages: list[str], threads: int) -> tuple[list[dict[str, Any
             seconds += COST["teacher_text"] * n
     seconds += COST["startup"] * len(points)
     return points, seconds / speed / 60
+
+
+def recall_at(ids: Any, exact: Any, k: int) -> float:
+    """Share of the exact top-k (``exact``, (Q, K) ids) that an approximate search (``ids``, (Q, K)) found."""
+    return float(sum(len(set(a[:k]) & set(e[:k])) for a, e in zip(ids, exact)) / (k * len(ids)))

@@ -54,3 +54,15 @@ def test_resume_keeps_finished_points_and_a_fresh_run_forgets_them(tmp_path: Pat
     path.write_text('{"point": {"passages": 10, "stage": "mine"}, "result": {"stage": "mine", "seconds": 3.0}}\n')
     assert scaling.finished_points(path, resume=True)[json.dumps(point, sort_keys=True)]["seconds"] == 3.0
     assert scaling.finished_points(path, resume=False) == {} and not path.exists()
+
+
+def test_recall_against_exact_by_hand() -> None:
+    import numpy as np
+
+    load_bench("scaling")  # puts bench/ on the path
+    from scaling_data import recall_at
+
+    exact = np.array([[1, 2, 3], [4, 5, 6]])
+    found = np.array([[1, 9, 3], [6, 7, 8]])
+    assert recall_at(found, exact, 2) == 0.25  # row 1: {1} of {1, 2}; row 2: none of {4, 5}
+    assert recall_at(found, exact, 3) == 0.5  # {1, 3} and {6}: 3 of 6

@@ -110,7 +110,7 @@ def merge_checkpoints(checkpoints: Sequence[str | Path], weights: Sequence[float
         first.dense.load_state_dict(average_states([e.dense.state_dict() for e in encoders], weights))
     sources = [{"checkpoint": os.path.relpath(p.resolve(), out.resolve().parent) if p.exists() else str(p),
                 "weight": w} for p, w in zip(paths, weights)]
-    for i, (encoder, path) in enumerate(zip(encoders[1:], paths[1:]), start=1):
+    for encoder, path in zip(encoders[1:], paths[1:]):
         if encoder.spec != first.spec:
             print(f"[merge] {path}: prompts or lengths differ from {paths[0]}; the merge keeps the first's")
     meta = {k: v for k, v in (load_metadata(paths[0]) or {}).items()
