@@ -4,6 +4,7 @@
     python bench/recipe_time.py --experiment distill # another recipe built on the mined rows
     python bench/recipe_time.py --partner "experiment=distill_instruct model.instruction_template=null" \
         --weight 0.75                                # + a second student and the merge (the headline recipe)
+    python bench/recipe_time.py ... --overrides train.seed=43   # the same recipe under another seed
 
 Both commands run with every output under a fresh folder (``--work``): the teacher embeds every text again (its
 cache starts empty), the mined rows go there instead of ``data/build``, and the training run's own dev evaluation
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "recipe-timing")
     parser.add_argument("--partner", default=None, help="overrides of a second training run merged with the first")
     parser.add_argument("--weight", type=float, default=0.75, help="the first run's weight in the merge")
+    parser.add_argument("--overrides", default="", help="extra overrides for both training runs (e.g. train.seed=43)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "recipe_time.json")
     args = parser.parse_args(argv)
     marker = args.work / MARKER
@@ -56,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     mine = [sys.executable, "-m", "trainer.mine", "mine/preset=teacher_negatives", f"out_dir={mined}",
             f"cache_dir={args.work / 'teacher-cache'}"]
     train = [sys.executable, "-m", "trainer.train", f"experiment={args.experiment}", "name=recipe",
-             f"paths.runs={args.work}", f"data.train_files=[{mined / 'train.jsonl'}]"]
+             f"paths.runs={args.work}", f"data.train_files=[{mined / 'train.jsonl'}]", *args.overrides.split()]
     load_before = os.getloadavg()
     seconds = {"mine": timed(mine, args.work / "mine.log"), "train": timed(train, args.work / "train.log")}
     commands = [mine, train]
     if args.partner:
         partner = [sys.executable, "-m", "trainer.train", *args.partner.split(), "name=partner",
-                   f"paths.runs={args.work}"]
+                   f"paths.runs={args.work}", *args.overrides.split()]
         seconds["train_partner"] = timed(partner, args.work / "partner.log")
         final = [json.loads((args.work / run / "DONE.json").read_text())["final_checkpoint"]
                  for run in ("recipe", "partner")]
