@@ -117,6 +117,14 @@ def run_probes(encoder: Any, data_dir: Path, k: int, limit: Optional[int], batch
     return numbers
 
 
+def relative_to_root(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (results name no machine's folders)."""
+    for candidate in (Path(os.path.abspath(path)), Path(path).resolve()):  # as given, then with links followed
+        if candidate.is_relative_to(ROOT):
+            return str(candidate.relative_to(ROOT))
+    return path
+
+
 def suite_tasks() -> list[dict[str, Any]]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -175,7 +183,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     models["teacher"] = args.teacher or str(assets.mpnet())
     started = time.perf_counter()
     load_at_start = os.getloadavg()
-    report: dict[str, Any] = {"checkpoint": str(instruct), "models": models, "probe": {}, "settings": {
+    shown = {name: relative_to_root(source) for name, source in models.items()}
+    report: dict[str, Any] = {"checkpoint": relative_to_root(str(instruct)), "models": shown, "probe": {}, "settings": {
         "k": args.k, "limit": args.limit, "suite_models": sorted(suite_models) if suite_models else "all", "instructions": {t: spec.prompts.instructions.get(t)
                                                            for p in PROBES.values() for t in p["tasks"]},
         "template": spec.prompts.instruction_template}}

@@ -73,3 +73,15 @@ def test_a_limited_probe_samples_across_the_label_grouped_file(tmp_path: Path) -
     assert rows == bench.read_rows(path, 6) and len(rows) == 6  # seeded
     assert {r["label"] for r in rows} == {"a", "b"}  # not the first six, which are all "a"
     assert len(bench.read_rows(path, None)) == 20
+
+
+def test_report_paths_name_no_machine_folder(tmp_path: Path) -> None:
+    # The results JSON is committed: a model inside the repository is named relative to it, also through a link
+    # (a worktree's .venv pointing at another checkout's resolves outside, so the path as given is tried first).
+    inside = bench.ROOT / "runs" / "some-run" / "checkpoints" / "step-000010"
+    assert bench.relative_to_root(str(inside)) == "runs/some-run/checkpoints/step-000010"
+    link = bench.ROOT / ".venv"
+    if link.exists():
+        assert not bench.relative_to_root(str(link / "lib")).startswith("/")
+    outside = str(tmp_path / "model")
+    assert bench.relative_to_root(outside) == outside
