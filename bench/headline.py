@@ -15,8 +15,9 @@ Figures:
     ``movie-sentiment``: logistic regression on held-out fresh/rotten snippets);
   - asymmetric retrieval: the aligned student's queries against the teacher's embeddings of the corpus.
 ``gap_closed`` = (student - base) / (teacher - base). Throughput: the models interleaved in a rotating order in one
-process (median texts/s); memory: each model in a fresh subprocess (peak RSS while loading and encoding, minus RSS
-after imports). Embeddings are cached under ``bench/cache/headline`` (per weights and spec); timings never are.
+process (median texts/s); memory: each model in fresh subprocesses, the median of ``--memory-repeats`` (peak RSS
+while loading and encoding, minus RSS after imports); ``--memory-only`` re-measures just that into an existing JSON.
+Embeddings are cached under ``bench/cache/headline`` (per weights and spec); timings never are.
 """
 from __future__ import annotations
 
@@ -136,6 +137,44 @@ print((peak - before) / 1024)
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def median_peak(measure: Any, repeats: int) -> tuple[float, list[float]]:
+    """Median of ``repeats`` calls of ``measure()`` (each a fresh process) and the calls' values. Peak RSS of one
+    model moves by 10-70 MiB between processes (allocator arenas, page faults), more than a ratio target allows."""
+    runs = [float(measure()) for _ in range(max(1, repeats))]
+    return statistics.median(runs), runs
+
+
+def memory_rows(paths: dict[str, str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per model: peak memory (MiB) at ``--batch-size`` and at batch 1, medians over ``--memory-repeats`` processes."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, path in paths.items():
+        big, big_runs = median_peak(lambda: peak_memory_mb(path, args, args.batch_size), args.memory_repeats)
+        one, one_runs = median_peak(lambda: peak_memory_mb(path, args, 1), args.memory_repeats)  # weights dominate
+        rows[name] = {"peak_memory_mb": big, "peak_memory_mb_batch1": one,
+                      "peak_memory_mb_runs": big_runs, "peak_memory_mb_batch1_runs": one_runs}
+        print(f"{name}: peak memory {big:.0f} MiB (runs {[round(r) for r in big_runs]}), batch 1 {one:.0f}", flush=True)
+    return rows
+
+
+def update_memory(result: dict[str, Any], memory: dict[str, dict[str, Any]], batch_size: int,
+                  settings: dict[str, Any]) -> dict[str, Any]:
+    """``result`` (a headline JSON) with every model's memory figures and the two ratios replaced by ``memory``'s;
+    quality and speed keys untouched. The student is the second model, the teacher the third (as main orders them)."""
+    rows = result["models"]
+    unknown = sorted(set(memory) - set(rows))
+    if unknown:
+        raise ValueError(f"models {unknown} are not in the headline JSON (its models: {sorted(rows)})")
+    for name, figures in memory.items():
+        rows[name].update(figures)
+    names = list(rows)
+    student, teacher = rows[names[1]], rows[names[2]]
+    result["memory_ratio_vs_teacher"] = student["peak_memory_mb"] / teacher["peak_memory_mb"]
+    result["memory_ratio_vs_teacher_batch1"] = student["peak_memory_mb_batch1"] / teacher["peak_memory_mb_batch1"]
+    result["memory_settings"] = settings
+    result["table_markdown"] = markdown(rows, batch_size)
+    return result
+
+
 def throughput(encoders: dict[str, Any], texts: list[str], reps: int, batch_size: int) -> dict[str, float]:
     """texts/s per model: median over ``reps`` rounds, the models in a rotating order each round."""
     names = list(encoders)
@@ -160,6 +199,17 @@ def markdown(rows: dict[str, dict[str, Any]], batch_size: int) -> str:
     return "\n".join(lines)
 
 
+def write_json(out: Path, result: dict[str, Any]) -> None:
+    """Atomically: a killed run leaves the previous file whole."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-headline-", dir=out.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(result, handle, indent=2)
+        handle.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out)
+
+
 def gap(key: str, base: dict[str, Any], student: dict[str, Any], teacher: dict[str, Any]) -> float:
     """(student - base) / (teacher - base) on ``key``."""
     return (student[key] - base[key]) / (teacher[key] - base[key])
@@ -180,6 +230,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--speed-texts", type=int, default=64)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per memory figure (median)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="measure memory only and update the memory figures of an existing --out JSON")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "headline.json"))
     return parser.parse_args()
 
@@ -202,6 +255,19 @@ def main() -> None:
              for n, p in paths.items()}
     slugs.update({"base student (all-MiniLM-L6-v2)": "base-all-MiniLM-L6-v2",
                   "teacher (all-mpnet-base-v2)": "teacher-all-mpnet-base-v2"})
+    if args.memory_only:
+        out = Path(args.out)
+        previous = json.loads(out.read_text())
+        if previous.get("distilled_checkpoint") != args.checkpoint:
+            raise SystemExit(f"--memory-only: {out} holds {previous.get('distilled_checkpoint')!r}, not --checkpoint "
+                             f"{args.checkpoint!r}: memory and quality figures would describe different models")
+        settings = {"command": " ".join(["python"] + sys.argv), "memory_repeats": args.memory_repeats,
+                    "load_average_at_start": load}
+        result = update_memory(previous, memory_rows(paths, args), args.batch_size, settings)
+        result["memory_settings"]["load_average_at_end"] = os.getloadavg()
+        write_json(out, result)
+        print(result["table_markdown"])
+        return
     tasks = suite_tasks()
     checkpoints = {n: as_checkpoint(p, slugs[n], args.max_query, args.max_passage) for n, p in paths.items()}
     rows: dict[str, dict[str, Any]] = {}
@@ -222,8 +288,8 @@ def main() -> None:
     for name in paths:
         rows[name]["params_m"] = sum(p.numel() for p in encoders[name].parameters()) / 1e6
         rows[name]["texts_per_s"] = speeds[name]
-        rows[name]["peak_memory_mb"] = peak_memory_mb(paths[name], args, args.batch_size)
-        rows[name]["peak_memory_mb_batch1"] = peak_memory_mb(paths[name], args, 1)  # weights dominate
+    for name, figures in memory_rows(paths, args).items():
+        rows[name].update(figures)
     base, distilled, teacher = (rows[n] for n in list(paths)[:3])
     table = markdown(rows, args.batch_size)
     print(table)
@@ -249,16 +315,11 @@ def main() -> None:
                  "evaluator on conf/eval/suite.yaml, every model under the same precision rule; news-full = 500 "
                  "held-out headlines against all 3,682 prepared articles. Throughput: models interleaved in a "
                  "rotating order in one process, median texts/s, passages at max_passage tokens. Memory: each model "
-                 "in a fresh subprocess, peak RSS while loading and encoding minus RSS after imports."),
+                 "in fresh subprocesses (median of memory_repeats), peak RSS while loading and encoding minus RSS "
+                 "after imports."),
         "table_markdown": table,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-headline-", dir=out.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(result, handle, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
+    write_json(Path(args.out), result)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, str)) or k.endswith("checkpoint")},
                      indent=2))
 
