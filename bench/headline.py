@@ -29,7 +29,6 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -39,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HOME", str(ROOT / ".hf_home"))
+
+from trainer.io import atomic_write_json  # noqa: E402
 
 CACHE = ROOT / "bench" / "cache" / "headline"
 SENTIMENT_TASK = "movie-sentiment"
@@ -199,17 +200,6 @@ def markdown(rows: dict[str, dict[str, Any]], batch_size: int) -> str:
     return "\n".join(lines)
 
 
-def write_json(out: Path, result: dict[str, Any]) -> None:
-    """Atomically: a killed run leaves the previous file whole."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-headline-", dir=out.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(result, handle, indent=2)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
-
-
 def gap(key: str, base: dict[str, Any], student: dict[str, Any], teacher: dict[str, Any]) -> float:
     """(student - base) / (teacher - base) on ``key``."""
     return (student[key] - base[key]) / (teacher[key] - base[key])
@@ -249,14 +239,11 @@ def main() -> None:
              "teacher (all-mpnet-base-v2)": args.teacher or str(mpnet())}
     if args.aligned:
         paths["aligned student"] = args.aligned
-    # One results folder per model; our checkpoints get one per path (a new run never reads an old run's scores).
-    slugs = {n: Path(p).name if n.startswith(("base", "teacher")) else
-             f"{n.split()[0]}-{hashlib.sha256(str(Path(p).resolve()).encode()).hexdigest()[:12]}"
-             for n, p in paths.items()}
-    slugs.update({"base student (all-MiniLM-L6-v2)": "base-all-MiniLM-L6-v2",
-                  "teacher (all-mpnet-base-v2)": "teacher-all-mpnet-base-v2"})
     if args.memory_only:
         out = Path(args.out)
+        if not out.is_file():
+            raise SystemExit(f"--memory-only updates an existing headline JSON: {out} does not exist (run without "
+                             "--memory-only first)")
         previous = json.loads(out.read_text())
         if previous.get("distilled_checkpoint") != args.checkpoint:
             raise SystemExit(f"--memory-only: {out} holds {previous.get('distilled_checkpoint')!r}, not --checkpoint "
@@ -265,9 +252,15 @@ def main() -> None:
                     "load_average_at_start": load}
         result = update_memory(previous, memory_rows(paths, args), args.batch_size, settings)
         result["memory_settings"]["load_average_at_end"] = os.getloadavg()
-        write_json(out, result)
+        atomic_write_json(out, result)
         print(result["table_markdown"])
         return
+    # One results folder per model; our checkpoints get one per path (a new run never reads an old run's scores).
+    slugs = {n: Path(p).name if n.startswith(("base", "teacher")) else
+             f"{n.split()[0]}-{hashlib.sha256(str(Path(p).resolve()).encode()).hexdigest()[:12]}"
+             for n, p in paths.items()}
+    slugs.update({"base student (all-MiniLM-L6-v2)": "base-all-MiniLM-L6-v2",
+                  "teacher (all-mpnet-base-v2)": "teacher-all-mpnet-base-v2"})
     tasks = suite_tasks()
     checkpoints = {n: as_checkpoint(p, slugs[n], args.max_query, args.max_passage) for n, p in paths.items()}
     rows: dict[str, dict[str, Any]] = {}
@@ -319,7 +312,7 @@ def main() -> None:
                  "after imports."),
         "table_markdown": table,
     }
-    write_json(Path(args.out), result)
+    atomic_write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, str)) or k.endswith("checkpoint")},
                      indent=2))
 

@@ -47,8 +47,8 @@ def test_update_memory_refuses_a_model_the_json_does_not_hold() -> None:
         bench.update_memory(headline_json(), {"aligned student": {"peak_memory_mb": 1.0}}, 32, {})
 
 
-def test_write_json_is_atomic_and_ends_with_a_newline(tmp_path: Path) -> None:
+def test_results_are_written_atomically_and_end_with_a_newline(tmp_path: Path) -> None:
     out = tmp_path / "headline.json"
-    bench.write_json(out, {"a": 1})
+    bench.atomic_write_json(out, {"a": 1})
     assert json.loads(out.read_text()) == {"a": 1} and out.read_text().endswith("\n")
     assert [p.name for p in tmp_path.iterdir()] == ["headline.json"]  # no temporary file left behind
