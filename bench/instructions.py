@@ -162,6 +162,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="a seeded sample of N texts of each probe file (quick runs)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--skip-suite", action="store_true", help="probe only, no suite averages")
+    parser.add_argument("--skip-teacher", action="store_true", help="no teacher row (quick recipe comparisons)")
     parser.add_argument("--ablation", action="append", default=[], metavar="NAME=RUN",
                         help="another run or checkpoint probed the same way (repeatable), e.g. noteacher=runs/x")
     parser.add_argument("--suite-models", default=None,
@@ -180,7 +181,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             parser.error(f"--ablation {item!r}: expected NAME=RUN with a new NAME")
         models[name] = str(last_checkpoint(run))
     suite_models = set(args.suite_models.split(",")) if args.suite_models else None
-    models["teacher"] = args.teacher or str(assets.mpnet())
+    if not args.skip_teacher:
+        models["teacher"] = args.teacher or str(assets.mpnet())
     started = time.perf_counter()
     load_at_start = os.getloadavg()
     shown = {name: relative_to_root(source) for name, source in models.items()}
@@ -202,8 +204,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["command"] = "python bench/instructions.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report["load_average_at_start"], report["load_average_at_end"] = list(load_at_start), list(os.getloadavg())
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    from trainer.io import atomic_write_json
+
+    atomic_write_json(Path(args.out), report)  # a crash mid-write never leaves half a results file
     print(f"[instructions] wrote {args.out}")
     return 0
 
