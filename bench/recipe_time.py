@@ -2,7 +2,7 @@
 
     python bench/recipe_time.py                      # -> bench/results/recipe_time.json
     python bench/recipe_time.py --experiment distill # another recipe built on the mined rows
-    python bench/recipe_time.py --partner "experiment=distill_instruct model.instruction_template=null" \
+    python bench/recipe_time.py --partner "experiment=distill_instruct model.instruction_template=null train.epochs=1" \
         --weight 0.75                                # + a second student and the merge (the headline recipe)
     python bench/recipe_time.py ... --overrides train.seed=43   # the same recipe under another seed
 

@@ -24,7 +24,7 @@ def compose_real(*overrides: str, config_name: str = "train") -> Any:
         return compose(config_name=config_name, overrides=list(overrides))
 
 
-def test_recipe_has_six_tasks_with_paraphrases_and_fits_40_minutes() -> None:
+def test_recipe_has_six_tasks_with_paraphrases_and_fits_45_minutes() -> None:
     cfg = compose_real("experiment=distill_instruct")
     files = [Path(f).parent.name + "/" + Path(f).stem for f in cfg.data.train_files]
     assert files == ["news/train", "wordnet/train"] + [f"instruct/{t}" for t in LABEL_TASKS]
@@ -35,12 +35,10 @@ def test_recipe_has_six_tasks_with_paraphrases_and_fits_40_minutes() -> None:
     assert cfg.data.task_homogeneous and cfg.model.instruction_template and cfg.model.exclude_prompt_from_pooling
     assert cfg.teacher is not None and cfg.distill.listwise_kl.weight > 0
     assert list(cfg.distill.tasks) == ["news", "wordnet"]  # the instruction-free teacher stays off label tasks
-    # Size: retrieval steps (128-token articles) at >= 4 steps/min, label-task steps (20-60 token texts) at >= 10
-    # (197 steps took 17 min at 1 thread beside other jobs), after ~10 min of teacher caching: within 40 minutes.
-    rows = dict(zip(files, cfg.data.source_rows))
-    retrieval = (rows["news/train"] + rows["wordnet/train"]) * cfg.train.epochs // cfg.train.batch_size
-    label = sum(rows[f"instruct/{t}"] for t in LABEL_TASKS) * cfg.train.epochs // cfg.train.batch_size
-    assert retrieval / 4 + label / 10 + 10 <= 40, (retrieval, label)
+    # Size: >= 15 steps/min over the task mix (the 2-epoch recipe's 472 steps took 19.6 min at 1 thread beside
+    # another training run: 24/min), after at most 10 min of teacher caching: within 45 minutes.
+    steps = sum(cfg.data.source_rows) * cfg.train.epochs // cfg.train.batch_size
+    assert steps / 15 + 10 <= 45, steps
     # Every suite task that names a training task names one this recipe has an instruction for.
     suite = compose_real("eval=suite", config_name="evaluate")
     named = {t.task for t in suite.eval.tasks if t.task}
