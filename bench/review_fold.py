@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 BUILD = ROOT / "data" / "build"
 
 from data import heldout  # noqa: E402
-from trainer.io import atomic_write_json, atomic_write_text  # noqa: E402
+from trainer.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
 from trainer.io import read_jsonl as read_numbered  # noqa: E402
 from trainer.mining.report import jsonl_lines  # noqa: E402
 
@@ -90,8 +89,8 @@ def build(out: Path, movies: int, min_reviews: int, seed: int) -> dict[str, Any]
         else:
             train_files.append(BUILD.resolve() / task)
     atomic_write_text(out / "eval" / "probe_reviews.jsonl", jsonl_lines(probe))
-    (out / "eval").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(BUILD / "eval" / "news_outlet_clustering_dev.jsonl", out / "eval" / "news_outlet_clustering.jsonl")
+    atomic_write_bytes(out / "eval" / "news_outlet_clustering.jsonl",  # the news probe reads the dev split
+                       (BUILD / "eval" / "news_outlet_clustering_dev.jsonl").read_bytes())
     lines = ["# @package _global_", "# written by bench/review_fold.py", "data:", "  train_files:"]
     lines += [f"    - {path}" for path in train_files]
     atomic_write_text(out / "conf" / "fold" / "on.yaml", "\n".join(lines) + "\n")
