@@ -62,6 +62,18 @@ def without_texts(rows: list[dict[str, Any]], held: set[str]) -> list[dict[str, 
     return kept
 
 
+def recipe_train_files() -> list[str]:
+    """``experiment=distill_instruct``'s ``data.train_files``, resolved against the prepared data."""
+    from hydra import compose, initialize_config_dir
+
+    from trainer.config import CONF_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=distill_instruct", f"paths.data={BUILD.resolve()}"])
+    return list(cfg.data.train_files)
+
+
 def build(out: Path, movies: int, min_reviews: int, seed: int) -> dict[str, Any]:
     inputs = BUILD.resolve()
     if out.resolve() == inputs or inputs in out.resolve().parents or out.resolve() in inputs.parents:
@@ -78,16 +90,14 @@ def build(out: Path, movies: int, min_reviews: int, seed: int) -> dict[str, Any]
 
     summary: dict[str, Any] = {"seed": seed, "movies": sorted(chosen), "probe_reviews": len(probe), "rows": {}}
     train_files = []
-    for task in ("news/train.jsonl", "wordnet/train.jsonl", "instruct/news-outlet.jsonl", "instruct/movie-sentiment.jsonl",
-                 "instruct/movie.jsonl", "instruct/tweet-account.jsonl"):
-        name = Path(task).stem
-        if name in REVIEW_TASKS:
+    for path in map(Path, recipe_train_files()):  # the recipe's own files, the review tasks' swapped for fold copies
+        name = path.stem
+        if path.parent.name == "instruct" and name in REVIEW_TASKS:
             kept = [r for r in without_texts(rows[name], held) if not (name == "movie" and r["label"] in chosen)]
             atomic_write_text(out / "instruct" / f"{name}.jsonl", jsonl_lines(kept))
             summary["rows"][name] = {"rows": len(rows[name]), "kept": len(kept)}
-            train_files.append(out.resolve() / "instruct" / f"{name}.jsonl")
-        else:
-            train_files.append(BUILD.resolve() / task)
+            path = out.resolve() / "instruct" / f"{name}.jsonl"
+        train_files.append(path)
     atomic_write_text(out / "eval" / "probe_reviews.jsonl", jsonl_lines(probe))
     atomic_write_bytes(out / "eval" / "news_outlet_clustering.jsonl",  # the news probe reads the dev split
                        (BUILD / "eval" / "news_outlet_clustering_dev.jsonl").read_bytes())
