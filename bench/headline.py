@@ -16,7 +16,8 @@ Figures:
   - asymmetric retrieval: the aligned student's queries against the teacher's embeddings of the corpus.
 ``gap_closed`` = (student - base) / (teacher - base). Throughput: the models interleaved in a rotating order in one
 process (median texts/s); memory: each model in fresh subprocesses, the median of ``--memory-repeats`` (peak RSS
-while loading and encoding, minus RSS after imports); ``--memory-only`` re-measures just that into an existing JSON.
+while loading and encoding, minus RSS after imports); ``--memory-only`` re-measures just that into an existing JSON,
+``--aligned-only`` adds (or replaces) the aligned student's row and asymmetric figures in one.
 Embeddings are cached under ``bench/cache/headline`` (per weights and spec); timings never are.
 """
 from __future__ import annotations
@@ -223,8 +224,78 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per memory figure (median)")
     parser.add_argument("--memory-only", action="store_true",
                         help="measure memory only and update the memory figures of an existing --out JSON")
+    parser.add_argument("--aligned-only", action="store_true",
+                        help="score only --aligned (suite, asymmetric news-full, speed beside the teacher, memory) "
+                             "and update the aligned figures of an existing --out JSON")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "headline.json"))
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.aligned_only and not args.aligned:
+        parser.error("--aligned-only needs --aligned")
+    return args
+
+
+def existing_result(args: argparse.Namespace, flag: str) -> dict[str, Any]:
+    """The headline JSON an update mode (``flag``) rewrites; it must describe ``--checkpoint``."""
+    out = Path(args.out)
+    if not out.is_file():
+        raise SystemExit(f"{flag} updates an existing headline JSON: {out} does not exist (run without {flag} first)")
+    previous = json.loads(out.read_text())
+    if previous.get("distilled_checkpoint") != args.checkpoint:
+        raise SystemExit(f"{flag}: {out} holds {previous.get('distilled_checkpoint')!r}, not --checkpoint "
+                         f"{args.checkpoint!r}: its figures would describe different models")
+    return previous
+
+
+def update_aligned(result: dict[str, Any], row: dict[str, Any], asymmetric: float, checkpoint: str,
+                   batch_size: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """``result`` (a headline JSON) with the aligned student's row, asymmetric score and checkpoint replaced; every
+    other model's figures untouched."""
+    result["models"]["aligned student"] = row
+    result["asymmetric_ndcg_at_10"] = asymmetric
+    result["aligned_student_ndcg_at_10"] = row["ndcg_at_10"]
+    result["aligned_checkpoint"] = checkpoint
+    result["aligned_settings"] = settings
+    result.pop("aligned_note", None)  # it described the aligned figures these replace
+    result["table_markdown"] = markdown(result["models"], batch_size)
+    return result
+
+
+def model_slug(name: str, path: str) -> str:
+    """The results folder of one model: fixed for the bundled models, per resolved path for our checkpoints (a new
+    run never reads an old run's scores)."""
+    fixed = {"base student (all-MiniLM-L6-v2)": "base-all-MiniLM-L6-v2",
+             "teacher (all-mpnet-base-v2)": "teacher-all-mpnet-base-v2"}
+    return fixed.get(name) or f"{name.split()[0]}-{hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]}"
+
+
+def aligned_only(args: argparse.Namespace, paths: dict[str, str], load: tuple[float, ...]) -> None:
+    """``--aligned-only``: the aligned student's row (suite, speed interleaved with the distilled student and the
+    teacher, memory) and its queries over the teacher's corpus, written into the existing headline JSON."""
+    previous = existing_result(args, "--aligned-only")
+    name, teacher_name = "aligned student", "teacher (all-mpnet-base-v2)"
+    slugs = {n: model_slug(n, p) for n, p in paths.items()}
+    aligned = as_checkpoint(paths[name], slugs[name], args.max_query, args.max_passage)
+    teacher = as_checkpoint(paths[teacher_name], slugs[teacher_name], args.max_query, args.max_passage)
+    tasks = suite_tasks()
+    row: dict[str, Any] = {"path": paths[name], **quality(aligned, slugs[name], tasks, args.precision)}
+    news_full = [t for t in tasks if t["name"] == RETRIEVAL_TASK]
+    asym = evaluate(aligned, slugs[name], news_full, args.precision, corpus=teacher, corpus_slug=slugs[teacher_name])
+    timed = [n for n in paths if not n.startswith("base")]  # the aligned student beside the distilled one and the teacher
+    encoders = {n: load_encoder(paths[n], args.max_query, args.max_passage) for n in timed}
+    speeds = throughput(encoders, speed_texts(args.speed_texts), args.reps, args.batch_size)
+    row["params_m"] = sum(p.numel() for p in encoders[name].parameters()) / 1e6
+    row["texts_per_s"] = speeds[name]
+    row["texts_per_s_same_run"] = {n: speeds[n] for n in timed}
+    row.update(memory_rows({name: paths[name]}, args)[name])
+    settings = {"command": " ".join(["python"] + sys.argv), "precision": args.precision,
+                "memory_repeats": args.memory_repeats, "load_average_at_start": load,
+                "load_average_at_end": os.getloadavg()}
+    result = update_aligned(previous, row, asym[RETRIEVAL_TASK]["ndcg_at_10"], args.aligned, args.batch_size,
+                            settings)
+    atomic_write_json(Path(args.out), result)
+    print(result["table_markdown"])
+    print(json.dumps({k: result[k] for k in ("asymmetric_ndcg_at_10", "aligned_student_ndcg_at_10",
+                                             "teacher_ndcg_at_10_minus_0.01", "aligned_checkpoint")}, indent=2))
 
 
 def main() -> None:
@@ -240,14 +311,7 @@ def main() -> None:
     if args.aligned:
         paths["aligned student"] = args.aligned
     if args.memory_only:
-        out = Path(args.out)
-        if not out.is_file():
-            raise SystemExit(f"--memory-only updates an existing headline JSON: {out} does not exist (run without "
-                             "--memory-only first)")
-        previous = json.loads(out.read_text())
-        if previous.get("distilled_checkpoint") != args.checkpoint:
-            raise SystemExit(f"--memory-only: {out} holds {previous.get('distilled_checkpoint')!r}, not --checkpoint "
-                             f"{args.checkpoint!r}: memory and quality figures would describe different models")
+        previous = existing_result(args, "--memory-only")
         settings = {"command": " ".join(["python"] + sys.argv), "memory_repeats": args.memory_repeats,
                     "load_average_at_start": load}
         result = update_memory(previous, memory_rows(paths, args), args.batch_size, settings)
@@ -255,12 +319,11 @@ def main() -> None:
         atomic_write_json(out, result)
         print(result["table_markdown"])
         return
+    if args.aligned_only:
+        aligned_only(args, paths, load)
+        return
     # One results folder per model; our checkpoints get one per path (a new run never reads an old run's scores).
-    slugs = {n: Path(p).name if n.startswith(("base", "teacher")) else
-             f"{n.split()[0]}-{hashlib.sha256(str(Path(p).resolve()).encode()).hexdigest()[:12]}"
-             for n, p in paths.items()}
-    slugs.update({"base student (all-MiniLM-L6-v2)": "base-all-MiniLM-L6-v2",
-                  "teacher (all-mpnet-base-v2)": "teacher-all-mpnet-base-v2"})
+    slugs = {n: model_slug(n, p) for n, p in paths.items()}
     tasks = suite_tasks()
     checkpoints = {n: as_checkpoint(p, slugs[n], args.max_query, args.max_passage) for n, p in paths.items()}
     rows: dict[str, dict[str, Any]] = {}

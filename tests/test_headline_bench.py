@@ -52,3 +52,30 @@ def test_results_are_written_atomically_and_end_with_a_newline(tmp_path: Path) -
     bench.atomic_write_json(out, {"a": 1})
     assert json.loads(out.read_text()) == {"a": 1} and out.read_text().endswith("\n")
     assert [p.name for p in tmp_path.iterdir()] == ["headline.json"]  # no temporary file left behind
+
+
+def test_update_aligned_adds_the_aligned_row_and_leaves_the_other_models_alone() -> None:
+    before = headline_json()
+    before["aligned_note"] = "the aligned student was not re-run"
+    row = {"params_m": 23.0, "texts_per_s": 38.0, "ndcg_at_10": 0.81, "news_test_ndcg_at_10": 0.93,
+           "suite_average": 0.60, "sentiment_accuracy": 0.75, "peak_memory_mb": 240.0, "peak_memory_mb_batch1": 118.0}
+    result = bench.update_aligned(before, row, 0.86, "runs/a/checkpoints/step-000010", 32, {"precision": "fast"})
+    assert result["asymmetric_ndcg_at_10"] == 0.86 and result["aligned_student_ndcg_at_10"] == 0.81
+    assert result["aligned_checkpoint"] == "runs/a/checkpoints/step-000010" and "aligned_note" not in result
+    assert result["gap_closed"] == 0.86 and result["memory_ratio_vs_teacher"] == 0.37
+    assert result["table_markdown"].splitlines()[-1] == ("| aligned student | 23.0 | 240 / 118 | 38.0 | 0.8100 "
+                                                         "| 0.9300 | 0.6000 | 0.7500 |")
+
+
+def test_update_modes_refuse_a_json_of_another_checkpoint(tmp_path: Path) -> None:
+    import argparse
+
+    out = tmp_path / "headline.json"
+    out.write_text(json.dumps({**headline_json(), "distilled_checkpoint": "runs/x/checkpoints/step-000001"}))
+    other = argparse.Namespace(out=str(out), checkpoint="runs/y/checkpoints/step-000002")
+    with pytest.raises(SystemExit, match="--aligned-only: .* not --checkpoint"):
+        bench.existing_result(other, "--aligned-only")
+    same = argparse.Namespace(out=str(out), checkpoint="runs/x/checkpoints/step-000001")
+    assert bench.existing_result(same, "--aligned-only")["gap_closed"] == 0.86
+    with pytest.raises(SystemExit, match="does not exist"):
+        bench.existing_result(argparse.Namespace(out=str(tmp_path / "none.json"), checkpoint="c"), "--memory-only")

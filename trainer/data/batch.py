@@ -34,6 +34,9 @@ class Batch:
     teacher_passage: Optional[torch.Tensor] = None  # (B*(1+k), D_t)
     teacher_scores: Optional[torch.Tensor] = None  # (B, 1+k)
     teacher_skipped: bool = False
+    # distill.teacher_bank: N passages drawn from every training passage the teacher embedded, and their text ids.
+    teacher_bank: Optional[torch.Tensor] = None  # (N, D_t)
+    teacher_bank_ids: Optional[torch.Tensor] = None  # (N,)
     # distill.unlabeled (trainer.teachers.unlabeled): U texts of one source and the teacher's embeddings of them.
     unlabeled: Optional[Features] = None  # (U, Tp)
     teacher_unlabeled: Optional[torch.Tensor] = None  # (U, D_t)

@@ -11,6 +11,8 @@ at compose time like every other group) and the objective pick it up without fur
     scores      (student (B, C), teacher (B, C), labels (B,)) candidate scores of each query
     embeddings  (student (N, D_s), teacher (N, D_t)) embeddings of the same texts
     unlabeled   the same, for the step's unlabeled texts (``distill.unlabeled``)
+    bank        (student queries (B, D_t), teacher queries (B, D_t), the teacher's passages of the batch and of a
+                draw from every training passage (C, D_t), labels (B,), mask (B, C)): asymmetric distillation
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-INPUTS = ("scores", "embeddings", "unlabeled")
+INPUTS = ("scores", "embeddings", "unlabeled", "bank")
 
 
 @dataclass(frozen=True)

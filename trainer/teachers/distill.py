@@ -48,6 +48,36 @@ def candidate_scores(query: torch.Tensor, passages: torch.Tensor, batch: Batch,
                    "bi-encoder teacher, or teacher_scores from the data or a cross-encoder): set teacher=...")
 
 
+def bank_candidates(batch: Batch, size: int, unlabeled: int = 0,
+                    ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """The teacher's candidates for ``distill.teacher_bank``: (candidates (C, D_t), labels (B+U,), mask (B+U, C)).
+
+    Columns: every passage of the gathered batch, query-major (the positive of local query i at
+    (offset + i) * (1+k)), then the step's draw from the teacher's bank. Rows: the B queries, then ``unlabeled``
+    unlabeled texts (label -100). Masked: bank copies of a batch passage (the batch already holds them) and, per
+    query, any other copy of one of its positives."""
+    if not batch.has_teacher_embeddings or batch.teacher_bank is None:
+        raise KeyError("distill.teacher_bank needs the teacher's embeddings and its bank draw in the batch "
+                       "(a bi-encoder teacher)")
+    passages = gather_no_grad(batch.teacher_passage.float())  # (W*B*(1+k), D_t)
+    group = batch.teacher_passage.shape[0] // size  # 1 + k
+    labels = (local_offset(size) + torch.arange(size, device=passages.device)) * group  # (B,)
+    labels = torch.cat([labels, labels.new_full((unlabeled,), -100)])  # (B+U,)
+    candidates = torch.cat([passages, batch.teacher_bank.float()])  # (C, D_t)
+    if batch.passage_ids is None or batch.teacher_bank_ids is None:
+        return candidates, labels, None
+    batch_ids = gather_no_grad(batch.passage_ids)  # (W*B*(1+k),)
+    ids = torch.cat([batch_ids, batch.teacher_bank_ids])  # (C,)
+    in_batch = torch.zeros_like(ids, dtype=torch.bool)
+    in_batch[len(batch_ids):] = torch.isin(batch.teacher_bank_ids, batch_ids)
+    mask = in_batch.unsqueeze(0).expand(size + unlabeled, -1).clone()  # (B+U, C)
+    positives = batch.positive_ids if batch.positive_ids is not None else ids[labels[:size]].unsqueeze(1)  # (B, P)
+    copies = (ids.view(1, -1, 1) == positives.unsqueeze(1)).any(-1)  # (B, C): a copy of one of its positives
+    copies[torch.arange(size), labels[:size]] = False  # the labelled column itself stays
+    mask[:size] |= copies
+    return candidates, labels, mask
+
+
 def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Tensor, batch: Batch,
                   unlabeled: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """Weighted distillation parts, one per configured loss, named by its registered part. ``unlabeled`` (U, D_s):
@@ -64,6 +94,13 @@ def distill_parts(losses: nn.ModuleDict, query: torch.Tensor, passages: torch.Te
             if unlabeled is None or batch.teacher_unlabeled is None:
                 raise KeyError("unlabeled distillation needs the batch's unlabeled texts and their teacher embeddings")
             value = loss(unlabeled, batch.teacher_unlabeled)
+        elif loss.inputs == "bank":
+            queries, teacher_queries = query, batch.teacher_query  # (B, D_t) each
+            if loss.use_unlabeled and unlabeled is not None and batch.teacher_unlabeled is not None:
+                queries = torch.cat([query, unlabeled])  # (B+U, D_t): unlabeled texts rank the bank too (KL only)
+                teacher_queries = torch.cat([teacher_queries, batch.teacher_unlabeled])
+            candidates, labels, mask = bank_candidates(batch, query.shape[0], queries.shape[0] - query.shape[0])
+            value = loss(queries, teacher_queries, candidates, labels, mask)
         elif loss.inputs == "embeddings":
             if not batch.has_teacher_embeddings:
                 raise KeyError("embedding distillation needs cached teacher embeddings (a bi-encoder teacher)")

@@ -12,6 +12,7 @@ resumes and sweeps never run the teacher again. Batches gain:
     teacher_query   (B, D_t)        teacher embedding of each query
     teacher_passage (B*(1+k), D_t)  teacher embedding of each passage, query-major like ``passage``
     teacher_scores  (B, 1+k)        cross-encoder pair scores (precomputed teachers: already set by the data)
+    teacher_bank    (N, D_t)        distill.teacher_bank: N of the teacher's passage embeddings (``draw_bank``)
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ class TeacherTargets:
         self.teacher: Optional[Any] = None  # kept only to score new pairs (re-mining with a cross-encoder)
         self.cache_root: Optional[str] = None
         self.unlabeled: Optional[Any] = None  # UnlabeledTexts (trainer.teachers.unlabeled): distill.unlabeled
+        self.bank_size = 0  # distill.teacher_bank: passages drawn from passage_emb per batch (0 = none)
+        self.bank_seed = 0
 
     @property
     def dim(self) -> Optional[int]:
@@ -68,12 +71,26 @@ class TeacherTargets:
             batch.teacher_query = torch.from_numpy(self.query_emb[index])  # (B, D_t)
             rows = _row_lookup(self.passage_ids, pids, "teacher passage embeddings")
             batch.teacher_passage = torch.from_numpy(self.passage_emb[rows])  # (B*(1+k), D_t)
+            if self.bank_size:
+                bank = self.draw_bank(index)
+                batch.teacher_bank = torch.from_numpy(self.passage_emb[bank])  # (N, D_t)
+                batch.teacher_bank_ids = torch.from_numpy(self.passage_ids[bank])  # (N,)
         if self.pair_keys is not None and self.pair_scores is not None and self.query_ids is not None:
             group = len(pids) // len(index)
             keys = pair_key(np.repeat(self.query_ids[index], group), pids)
             rows = _row_lookup(self.pair_keys, keys, "teacher pair scores")
             batch.teacher_scores = torch.from_numpy(self.pair_scores[rows].reshape(len(index), group))
         return batch
+
+    def draw_bank(self, index: np.ndarray) -> np.ndarray:
+        """(N,) sorted rows of ``passage_emb`` for the batch whose dataset rows are ``index``: every row when the
+        bank holds at most ``bank_size``; otherwise a draw that depends only on the seed and the batch's rows, so
+        a resumed run draws exactly what the uninterrupted run would."""
+        total = len(self.passage_ids)
+        if total <= self.bank_size:
+            return np.arange(total)
+        rng = np.random.default_rng([self.bank_seed, 11, *[int(i) for i in index]])
+        return np.sort(rng.choice(total, size=self.bank_size, replace=False))
 
     def add_pair_scores(self, teacher: Any, examples: list[Example], cache_root: Optional[str]) -> int:
         """Score the (query, positive/negative) pairs of ``examples`` not scored yet; returns how many were new.
@@ -242,6 +259,10 @@ def build_teacher_targets(cfg: DictConfig, examples: list[Example], device: Opti
     unlabeled = build_unlabeled((cfg.get("distill") or {}).get("unlabeled"), teacher, cfg.train.seed, log)
     if teacher.dim is not None:
         targets = embedding_targets(teacher, examples, rows)
+        if "teacher_bank" in active_losses(cfg.get("distill")):
+            targets.bank_size, targets.bank_seed = int(cfg.distill.teacher_bank.bank_size), int(cfg.train.seed)
+            log(f"distill.teacher_bank: {min(targets.bank_size, len(targets.passage_ids))} of the teacher's "
+                f"{len(targets.passage_ids)} training passages per step")
     else:
         targets = pair_score_targets(teacher, examples, cfg.teacher.get("cache_root"), rows)
         if keep_teacher:
