@@ -13,8 +13,9 @@ the gathered batch followed by N passages drawn from all the training passages t
 The teacher's ranking of the bank is the target, the labelled positive sharpens it (``contrastive_weight``
 lambda). The KL needs no labels: with ``distill.unlabeled`` the step's unlabeled texts join the queries (label
 -100: no cross-entropy term), so every headline-like text the teacher embedded teaches the student to rank the
-teacher's corpus as the teacher does. Candidates are the teacher's, fixed: the gradient reaches the student's query side only. Masked
-candidates (bank copies of batch passages, other positives of the same query) drop out of both distributions.
+teacher's corpus as the teacher does. Candidates are the teacher's, fixed: the gradient reaches the student's
+query side only. Masked candidates (bank copies of batch passages, other positives of the same query) drop out of
+both distributions.
 Shapes: query (B, D_t), teacher_query (B, D_t), candidates (C, D_t), labels (B,) column of each positive or -100,
 mask (B, C) bool -> scalar (the cross-entropy is averaged over labelled rows only).
 Reference: Kim et al. 2023 (EmbedDistill, arXiv 2301.12005: a query encoder distilled against the teacher's
