@@ -143,3 +143,37 @@ def test_aligned_run_with_the_bank_serves_queries_against_the_teachers_passages(
         rows = [json.loads(line) for line in Path(cfg.data.train_files[0]).read_text().splitlines()]
         scores[name] = _asymmetric_mrr(sorted((run / "checkpoints").iterdir())[-1], teacher_dir, rows)
     assert scores["bank"] > scores["plain"]
+
+
+def test_two_processes_with_gradcache_resume_to_the_uninterrupted_run(tiny_model: Path, tiny_data: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """torchrun, 2 processes, GradCache, a bank draw smaller than the bank (seeded per batch): stopping at step 2
+    and resuming ends on the weights of the run that never stopped."""
+    import subprocess
+
+    from conftest import build_tiny_model
+    from test_multiprocess import TORCHRUN
+    from test_resume import ROOT, env, load_weights, metrics, train_command
+
+    teacher_dir = build_tiny_model(tmp_path / "teacher", hidden=48, layers=2, seed=7)
+    runs = tmp_path / "runs"
+
+    def launch(name: str, *extra: str) -> None:
+        command = train_command(tiny_model, tiny_data["train"], runs, name, "teacher=mpnet",
+                                f"teacher.name_or_path={teacher_dir}", f"teacher.cache_root={tmp_path / 'cache'}",
+                                "distill=kl_embedding", "distill.align=true", "distill.teacher_bank.weight=1.0",
+                                "distill.teacher_bank.bank_size=16", "train.batch_size=4", "data.num_negatives=1",
+                                "train.max_steps=4", "train.save_every_n_steps=2", "train.mini_batch_size=3", *extra)
+        done = subprocess.run(TORCHRUN + command[1:], env=env(), cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    launch("straight")
+    launch("stopped", "train.stop_after_steps=2")
+    launch("stopped", "resume=auto")
+    straight, resumed = metrics(runs / "straight"), metrics(runs / "stopped")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4] and all("bank" in r for r in resumed)
+    assert [r["bank"] for r in resumed] == pytest.approx([r["bank"] for r in straight], rel=1e-5)
+    final = load_weights(runs / "straight" / "state" / "step-000004")
+    for name, value in load_weights(runs / "stopped" / "state" / "step-000004").items():
+        torch.testing.assert_close(value, final[name], atol=1e-6, rtol=1e-5, msg=name)
