@@ -280,7 +280,7 @@ def aligned_only(args: argparse.Namespace, paths: dict[str, str], load: tuple[fl
     row: dict[str, Any] = {"path": paths[name], **quality(aligned, slugs[name], tasks, args.precision)}
     news_full = [t for t in tasks if t["name"] == RETRIEVAL_TASK]
     asym = evaluate(aligned, slugs[name], news_full, args.precision, corpus=teacher, corpus_slug=slugs[teacher_name])
-    timed = [n for n in paths if not n.startswith("base")]  # the aligned student beside the distilled one and the teacher
+    timed = [n for n in paths if not n.startswith("base")]  # aligned beside the distilled student and the teacher
     encoders = {n: load_encoder(paths[n], args.max_query, args.max_passage) for n in timed}
     speeds = throughput(encoders, speed_texts(args.speed_texts), args.reps, args.batch_size)
     row["params_m"] = sum(p.numel() for p in encoders[name].parameters()) / 1e6
@@ -316,7 +316,7 @@ def main() -> None:
                     "load_average_at_start": load}
         result = update_memory(previous, memory_rows(paths, args), args.batch_size, settings)
         result["memory_settings"]["load_average_at_end"] = os.getloadavg()
-        atomic_write_json(out, result)
+        atomic_write_json(Path(args.out), result)
         print(result["table_markdown"])
         return
     if args.aligned_only:

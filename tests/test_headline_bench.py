@@ -79,3 +79,19 @@ def test_update_modes_refuse_a_json_of_another_checkpoint(tmp_path: Path) -> Non
     assert bench.existing_result(same, "--aligned-only")["gap_closed"] == 0.86
     with pytest.raises(SystemExit, match="does not exist"):
         bench.existing_result(argparse.Namespace(out=str(tmp_path / "none.json"), checkpoint="c"), "--memory-only")
+
+
+def test_memory_only_rewrites_the_existing_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The --memory-only path end to end, with the fresh-process measurement replaced by fixed figures."""
+    import sys
+
+    out = tmp_path / "headline.json"
+    out.write_text(json.dumps({**headline_json(), "distilled_checkpoint": "runs/x/checkpoints/step-000001"}))
+    figures = {"peak_memory_mb": 100.0, "peak_memory_mb_batch1": 50.0}
+    monkeypatch.setattr(bench, "memory_rows", lambda paths, args: {name: dict(figures) for name in paths})
+    monkeypatch.setattr(sys, "argv", ["headline.py", "--checkpoint", "runs/x/checkpoints/step-000001", "--memory-only",
+                                      "--out", str(out)])
+    bench.main()
+    result = json.loads(out.read_text())
+    assert result["memory_ratio_vs_teacher"] == 1.0 and result["gap_closed"] == 0.86
+    assert result["memory_settings"]["command"].endswith(f"--out {out}")
