@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.losses.listwise_kl import ListwiseKL
 from trainer.losses.registry import Dims, register_distill_loss
 
 
@@ -47,16 +48,14 @@ class TeacherBankLoss(nn.Module):
     inputs = "bank"  # takes (student queries, teacher queries, teacher candidates, labels, mask)
 
     def __init__(self, contrastive_weight: float = 1.0, student_temperature: float = 0.05,
-                 teacher_temperature: float = 0.05, weight: float = 1.0) -> None:
+                 teacher_temperature: float = 0.05, weight: float = 1.0, use_unlabeled: bool = True) -> None:
         super().__init__()
-        if student_temperature <= 0 or teacher_temperature <= 0:
-            raise ValueError(f"temperatures must be > 0, got student {student_temperature}, "
-                             f"teacher {teacher_temperature}")
+        # The KL part is the listwise KL over the bank's scores (it checks the temperatures, drops masked columns).
+        self.kl = ListwiseKL(student_temperature, teacher_temperature, t2_scaling=False)
         self.contrastive_weight = contrastive_weight
         self.student_temperature = student_temperature
-        self.teacher_temperature = teacher_temperature
         self.weight = weight
-        self.use_unlabeled = True  # distill.teacher_bank.unlabeled
+        self.use_unlabeled = use_unlabeled  # distill.teacher_bank.unlabeled
 
     def forward(self, query: torch.Tensor, teacher_query: torch.Tensor, candidates: torch.Tensor,
                 labels: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -64,19 +63,15 @@ class TeacherBankLoss(nn.Module):
             raise ValueError(f"student queries embed into {query.shape[1]} dimensions, the teacher's passages into "
                              f"{candidates.shape[1]}: asymmetric distillation needs distill.align=true")
         candidates = candidates.detach().float()
-        student = query.float() @ candidates.T / self.student_temperature  # (B, C)
-        teacher = teacher_query.detach().float() @ candidates.T / self.teacher_temperature  # (B, C)
+        student = query.float() @ candidates.T  # (B, C) cosines
+        teacher = teacher_query.detach().float() @ candidates.T  # (B, C)
         if mask is not None:
-            student = student.masked_fill(mask, float("-inf"))
-            teacher = teacher.masked_fill(mask, float("-inf"))
-        log_q = F.log_softmax(student, dim=-1)
-        log_p = F.log_softmax(teacher, dim=-1)
-        kept = torch.isfinite(log_p)  # masked candidates contribute 0 (avoids 0 * -inf = nan)
-        kl = torch.where(kept, log_p.exp() * (log_p - log_q), torch.zeros_like(log_q)).sum(-1).mean()
+            student = student.masked_fill(mask, float("-inf"))  # the KL drops these columns from both sides
+        kl = self.kl(student, teacher)
         labelled = labels >= 0
         if not self.contrastive_weight or not labelled.any():
             return kl
-        nll = F.nll_loss(log_q[labelled], labels[labelled])
+        nll = F.cross_entropy(student[labelled] / self.student_temperature, labels[labelled])
         return kl + self.contrastive_weight * nll
 
 
@@ -90,7 +85,5 @@ def build_teacher_bank(settings: Any, dims: Dims) -> TeacherBankLoss:
                          f"distill.align=true (student {dims.student} dimensions, teacher {dims.teacher})")
     if settings.bank_size < 1:
         raise ValueError(f"distill.teacher_bank.bank_size must be >= 1, got {settings.bank_size}")
-    loss = TeacherBankLoss(settings.contrastive_weight, settings.student_temperature,
-                           settings.teacher_temperature, settings.weight)
-    loss.use_unlabeled = bool(settings.unlabeled)
-    return loss
+    return TeacherBankLoss(settings.contrastive_weight, settings.student_temperature, settings.teacher_temperature,
+                           settings.weight, bool(settings.unlabeled))
